@@ -1,0 +1,1 @@
+"""Data: the MovieLens loader, the synthetic generator, and the federated split."""

@@ -1,0 +1,122 @@
+"""From raw rating tables to the federated dataset: splits, privacy partition, feature encoding.
+
+Each user's interactions are split at random into train / valid / test (RecBole's 8:1:1 by
+default). A configurable share of each user's interactions is private; train interactions are
+further split into a `context` fold (recall trains on its public part) and a `labels` fold
+(labels the ranking model), so ranking targets never come from what recall trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from pprsf_jax.config import DataConfig
+from pprsf_jax.data.movielens import MovieLensTables
+from pprsf_jax.types import Interactions, ItemCatalogue, Period, PrivateData, PublicData
+
+# Age buckets of the MovieLens-1M documentation; they suit ML-100K ages as well.
+AGE_BUCKET_EDGES = (18, 25, 35, 45, 50, 56)
+
+
+@dataclasses.dataclass(frozen=True)
+class FederatedDataset:
+  """The simulator's view: what each side holds, plus the future periods."""
+
+  public: PublicData  # server side
+  private: PrivateData  # client side (stacked over users)
+  valid: Period  # the next period, served and logged by the service layer
+  test: Period  # the period after, on which methods are compared
+
+
+def _per_user_quota(user: np.ndarray, eligible: np.ndarray, share: float, rng) -> np.ndarray:
+  """Marks round(share * n_u) of each user's eligible rows at random (at least one row is kept out)."""
+  rows = np.flatnonzero(eligible)
+  if rows.size == 0:
+    return np.zeros(user.shape, bool)
+  owners = user[rows]
+  order = np.lexsort((rng.random(rows.size), owners))
+  sorted_rows, sorted_owners = rows[order], owners[order]
+  counts = np.bincount(sorted_owners, minlength=user.max() + 1)
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  position = np.arange(rows.size) - starts[sorted_owners]
+  quota = np.floor(share * counts + 0.5).astype(np.int64)
+  quota = np.minimum(quota, np.maximum(counts - 1, 0))
+  marked = np.zeros(user.shape, bool)
+  marked[sorted_rows[position < quota[sorted_owners]]] = True
+  return marked
+
+
+def encode_user_features(tables: MovieLensTables) -> np.ndarray:
+  """Private attributes as dense features: age (scaled + bucket), gender, occupation, zip region.
+
+  Returns:
+    [N, 1 + 7 + 2 + |occupations| + 11] float32.
+  """
+  age = tables.age.astype(np.float32)
+  age_scaled = ((age - 35.0) / 15.0)[:, None]
+  age_bucket = np.eye(len(AGE_BUCKET_EDGES) + 1, dtype=np.float32)[
+      np.searchsorted(AGE_BUCKET_EDGES, tables.age, side="right")
+  ]
+  gender = np.eye(2, dtype=np.float32)[tables.gender.astype(np.int64)]
+  occupation = np.eye(len(tables.occupation_vocab), dtype=np.float32)[tables.occupation]
+  # US zip codes start with a region digit; anything else (e.g. Canadian codes) is region 10.
+  region = np.array(
+      [int(z[0]) if z[:1].isdigit() else 10 for z in tables.zip_code], dtype=np.int64
+  )
+  zip_region = np.eye(11, dtype=np.float32)[region]
+  return np.concatenate([age_scaled, age_bucket, gender, occupation, zip_region], axis=1)
+
+
+def encode_catalogue(tables: MovieLensTables) -> ItemCatalogue:
+  year = tables.item_year.astype(np.float32)
+  known = year > 0
+  mean = year[known].mean() if known.any() else 0.0
+  std = year[known].std() if known.sum() > 1 else 1.0
+  standardised = np.where(known, (year - mean) / max(std, 1e-6), 0.0).astype(np.float32)
+  return ItemCatalogue(
+      genres=tables.item_genres.astype(np.float32),
+      year=standardised,
+      year_known=known.astype(np.float32),
+  )
+
+
+def build_dataset(tables: MovieLensTables, config: DataConfig, seed: int) -> FederatedDataset:
+  """Splits `tables` into what the server holds, what clients hold, and the future periods.
+
+  The same tables, config and seed always give the same dataset.
+  """
+  rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E1D]))
+  user, item = tables.user_ids.astype(np.int32), tables.item_ids.astype(np.int32)
+  every = np.ones(user.shape, bool)
+
+  test = _per_user_quota(user, every, config.test_share, rng)
+  share_of_rest = config.valid_share / (1.0 - config.test_share)
+  valid = _per_user_quota(user, ~test, share_of_rest, rng)
+  train = ~(test | valid)
+  private = _per_user_quota(user, every, config.private_share, rng)
+  labels = _per_user_quota(user, train, config.ranking_label_share, rng)
+  context = train & ~labels
+
+  def pick(mask: np.ndarray) -> Interactions:
+    return Interactions(user[mask], item[mask])
+
+  public = PublicData(
+      num_users=tables.num_users,
+      num_items=tables.num_items,
+      catalogue=encode_catalogue(tables),
+      context=pick(context & ~private),
+      labels=pick(labels & ~private),
+  )
+  private_data = PrivateData(
+      user_features=encode_user_features(tables),
+      context=pick(context & private),
+      labels=pick(labels & private),
+  )
+  return FederatedDataset(
+      public=public,
+      private=private_data,
+      valid=Period(pick(valid), private[valid]),
+      test=Period(pick(test), private[test]),
+  )

@@ -1,0 +1,248 @@
+"""The orchestrator: wires the four layers into one run. No maths lives here.
+
+  server: recall on public data ─► K candidates ─► client: features + private data, local SGD
+  ─► uploads ─► server: aggregate ─► … rounds … ─► client: rank, send Top-T ─► server: re-rank
+  ─► client: service logs the period (public → server, private → device) ─► next period.
+
+Each side only receives what it may see (see `pprsf_jax.types`). The comparison models (recall
+only, P_i, P_Sum) are trained beside the pipeline on the same data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from pprsf_jax import config as config_lib
+from pprsf_jax.aggregation import make_aggregator
+from pprsf_jax.config import DataConfig, RecallConfig, RunConfig
+from pprsf_jax.data.dataset import FederatedDataset, build_dataset
+from pprsf_jax.data.movielens import MovieLensTables, load_movielens
+from pprsf_jax.data.synthetic import generate_synthetic
+from pprsf_jax.metrics import evaluate_lists, hit_matrix, per_user_metrics
+from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP, cohort_slice,
+                               init_params, make_item_table, make_round, num_features,
+                               rank_candidates, train_central, train_local_only)
+from pprsf_jax.ranking.examples import build_examples
+from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
+from pprsf_jax.recall.model import RecallParams
+from pprsf_jax.recall.retrieve import padded_item_lists
+from pprsf_jax.rerank import RerankContext, final_list, make_reranker
+from pprsf_jax.service import serve_period
+from pprsf_jax.types import Candidates, Interactions, PublicData, TopTRequest
+
+# Independent key streams, derived from the seed by name (so adding a stream changes no other).
+_STREAMS = {"recall_stacked": 1, "recall_serving": 2, "theta0": 3, "clients": 4, "central": 5,
+            "local_only": 6}
+
+
+def _key(seed: int, stream: str) -> jax.Array:
+  return jax.random.fold_in(jax.random.key(seed), _STREAMS[stream])
+
+
+def load_tables(config: DataConfig, seed: int) -> MovieLensTables:
+  """The raw tables a data config names: synthetic, a dataset name, or a directory."""
+  if config.source == "synthetic":
+    return generate_synthetic(config.synthetic, seed)
+  return load_movielens(config.source)
+
+
+# ------------------------------------------------------------------------------------ server side
+class RecallModels(NamedTuple):
+  popularity: RecallParams  # recall-only baseline
+  stacked: RecallParams  # trained on the context fold only: candidates for ranking training
+  serving: RecallParams  # trained on all public history: candidates at serving time
+
+
+def train_recall(public: PublicData, config: RecallConfig, seed: int) -> RecallModels:
+  """Server side: recall models from public interactions only."""
+  n, m = public.num_users, public.num_items
+
+  def fit(interactions: Interactions, stream: str) -> RecallParams:
+    if config.model == "popularity":
+      return train_popularity(interactions, n, m)
+    params, _ = train_bpr(interactions, n, m, config, key=_key(seed, stream))
+    return params
+
+  return RecallModels(
+      popularity=train_popularity(public.history, n, m),
+      stacked=fit(public.context, "recall_stacked"),
+      serving=fit(public.history, "recall_serving"),
+  )
+
+
+def candidates_for(params: RecallParams, k: int, exclude: Interactions,
+                   config: RecallConfig) -> Candidates:
+  return retrieve(params, k, exclude, user_chunk=config.user_chunk, item_chunk=config.item_chunk)
+
+
+# ------------------------------------------------------------------------------------ client side
+def _rank_all(params, examples: ClientExamples, item_table: ItemTable, model: RankingMLP,
+              top_t: int, per_client_params: bool) -> TopTRequest:
+  rank = lambda p, ex: rank_candidates(p, ex, item_table, model=model, top_t=top_t)
+  items, scores = jax.jit(jax.vmap(rank, in_axes=(0 if per_client_params else None, 0)))(
+      params, examples)
+  return TopTRequest(items=items, scores=scores)
+
+
+class FederatedTraining(NamedTuple):
+  params: Any  # final global Theta
+  losses: list[float]  # mean client training loss per round
+  rejected: int  # uploads dropped as non-finite over all rounds
+
+
+def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, config: RunConfig,
+                    local: LocalTraining, *, progress: bool) -> FederatedTraining:
+  """Rounds of: sample a cohort, gather its padded batch on the host, run the jitted round."""
+  fed = config.federated
+  num_clients = examples.mask.shape[0]
+  cohort_size = min(fed.clients_per_round, num_clients)
+  aggregator = make_aggregator(fed)
+  round_fn = make_round(local, aggregator, weighting=fed.weighting)
+  params, state = theta0, aggregator.init(theta0)
+  seed_key = _key(config.seed, "clients")
+  item_table = jax.device_put(item_table)
+  losses, rejected = [], 0
+  for round_index in tqdm(range(fed.rounds), desc="federated rounds", disable=not progress):
+    # The cohort depends on (seed, round) only, so a resumed run samples the same clients.
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC0407, round_index]))
+    ids = np.sort(rng.choice(num_clients, cohort_size, replace=False)).astype(np.int32)
+    cohort, client_ids, client_mask = cohort_slice(examples, ids, cohort_size)
+    params, state, metrics = round_fn(params, state, cohort, client_ids, client_mask, item_table,
+                                      seed_key, round_index)
+    losses.append(float(metrics.loss))
+    rejected += int(metrics.rejected)
+  return FederatedTraining(params=params, losses=losses, rejected=rejected)
+
+
+# ------------------------------------------------------------------------------------ the run
+def _parameter_bytes(params) -> int:
+  return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(params)))
+
+
+def run(config: RunConfig, *, progress: bool = True,
+        tables: MovieLensTables | None = None,
+        log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+  """Runs PPRSF end to end and returns the results (see README for the keys)."""
+  timings: dict[str, float] = {}
+  clock = time.perf_counter()
+
+  def lap(name: str) -> None:
+    nonlocal clock
+    now = time.perf_counter()
+    timings[name] = round(now - clock, 3)
+    clock = now
+
+  tables = load_tables(config.data, config.seed) if tables is None else tables
+  data: FederatedDataset = build_dataset(tables, config.data, config.seed)
+  public, private = data.public, data.private
+  n, m, k = public.num_users, public.num_items, config.recall.num_candidates
+  genres = public.catalogue.genres
+  lap("data")
+  log(f"data: {n} users, {m} items, {tables.num_ratings} interactions")
+
+  # Server: recall on public data.
+  recall = train_recall(public, config.recall, config.seed)
+  training_candidates = candidates_for(recall.stacked, k, public.context, config.recall)
+  lap("recall")
+
+  # Clients: label their candidates with interactions recall did not train on.
+  train_table = make_item_table(public.catalogue, item_counts(public.context, m))
+  train_examples = build_examples(
+      training_candidates, private.user_features, history=public.context + private.context,
+      positives=public.labels + private.labels, genres=genres)
+  model = RankingMLP(hidden_sizes=config.ranking.hidden_sizes)
+  local = LocalTraining(model=model, epochs=config.ranking.local_epochs,
+                        batch_size=config.ranking.batch_size,
+                        learning_rate=config.ranking.learning_rate)
+  theta0 = init_params(model, num_features(private.user_features.shape[1], train_table),
+                       key=_key(config.seed, "theta0"))
+  federated = train_federated(theta0, train_examples, train_table, config, local,
+                              progress=progress)
+  lap("federated_training")
+  central = train_central(theta0, train_examples, train_table, key=_key(config.seed, "central"),
+                          local=local, epochs=config.baselines.central_epochs)
+  lap("central_training")
+  local_only_local = LocalTraining(model=model, epochs=config.baselines.local_only_epochs,
+                                   batch_size=local.batch_size, learning_rate=local.learning_rate)
+  local_only = train_local_only(theta0, train_examples, train_table,
+                                seed_key=_key(config.seed, "local_only"), local=local_only_local)
+  lap("local_only_training")
+
+  reranker = make_reranker(config.rerank)
+  top_t, top_k = config.ranking.top_t, config.eval.top_k
+
+  def serve(known_public: Interactions, known_private: Interactions):
+    """One serving round; returns the lists of every method, [U, top_k] each."""
+    serve_table = make_item_table(public.catalogue, item_counts(known_public, m))
+    candidates = candidates_for(recall.serving, k, known_public, config.recall)
+    examples = build_examples(candidates, private.user_features,
+                              history=known_public + known_private,
+                              positives=Interactions.empty(), genres=genres)
+    ranked = {
+        "p_fl": _rank_all(federated.params, examples, serve_table, model, top_t, False),
+        "p_sum": _rank_all(central, examples, serve_table, model, top_t, False),
+        "p_i": _rank_all(local_only, examples, serve_table, model, top_t, True),
+    }
+    context = RerankContext(
+        genres=jnp.asarray(genres), popularity=jnp.asarray(item_counts(known_public, m)),
+        known=jnp.asarray(padded_item_lists(known_public, n)),
+        cold=jnp.asarray(np.bincount(known_public.user, minlength=n) == 0))
+    final = np.asarray(final_list(reranker(ranked["p_fl"], context), top_k))
+    # Recall-only baselines get the protocol's full exclusion of everything known.
+    everything = known_public + known_private
+    lists = {
+        "popularity": candidates_for(recall.popularity, top_k, everything, config.recall).items,
+        config.recall.model: candidates_for(recall.serving, top_k, everything, config.recall).items,
+        "local_only (P_i)": np.asarray(ranked["p_i"].items[:, :top_k]),
+        "central (P_Sum)": np.asarray(ranked["p_sum"].items[:, :top_k]),
+        "federated (P_FL)": np.asarray(ranked["p_fl"].items[:, :top_k]),
+        "pprsf (P_FL + re-rank)": final,
+    }
+    return lists
+
+  # Period 1 (validation): serve, then the service layer logs what users did.
+  valid_lists = serve(public.history, private.history)
+  service = serve_period(valid_lists["pprsf (P_FL + re-rank)"], data.valid, m)
+  valid_metrics = {name: evaluate_lists(lists, data.valid.interactions, m)
+                   for name, lists in valid_lists.items()}
+  lap("serve_valid")
+  # Period 2 (test): the logs fed back — the server knows more public history, clients more private.
+  test_lists = serve(public.history + service.public, private.history + service.private)
+  test_metrics = {name: evaluate_lists(lists, data.test.interactions, m)
+                  for name, lists in test_lists.items()}
+  lap("serve_test")
+
+  ndcg = f"ndcg@{top_k}"
+  p_fl, p_sum = test_metrics["federated (P_FL)"][ndcg], test_metrics["central (P_Sum)"][ndcg]
+  per_user = {name: per_user_metrics(*hit_matrix(test_lists[name], data.test.interactions, m))[ndcg]
+              for name in ("federated (P_FL)", "local_only (P_i)")}
+  has_test = ~np.isnan(per_user["federated (P_FL)"])
+  fl_user, local_user = per_user["federated (P_FL)"][has_test], per_user["local_only (P_i)"][has_test]
+  theta_bytes = _parameter_bytes(federated.params)
+  return {
+      "config": config_lib.to_dict(config),
+      "dataset": {"name": tables.name, "source_format": tables.source_format, "users": n,
+                  "items": m, "interactions": tables.num_ratings,
+                  "public_train": len(public.history), "private_train": len(private.history),
+                  "valid": len(data.valid.interactions), "test": len(data.test.interactions)},
+      "test": test_metrics,
+      "valid": valid_metrics,
+      "delta": {"metric": ndcg, "p_fl": p_fl, "p_sum": p_sum, "absolute": abs(p_sum - p_fl),
+                "relative": abs(p_sum - p_fl) / p_sum if p_sum > 0 else float("nan")},
+      "local_only": {"mean": float(local_user.mean()), "best": float(local_user.max()),
+                     "fl_beats_local_share": float(np.mean(fl_user > local_user)),
+                     "fl_ties_local_share": float(np.mean(fl_user == local_user))},
+      "federated": {"rounds": config.federated.rounds, "final_loss": federated.losses[-1],
+                    "losses": federated.losses, "rejected_uploads": federated.rejected},
+      "service": service.stats._asdict(),
+      "communication_bytes_per_client_per_round": {
+          "down_theta": theta_bytes, "up_delta": theta_bytes,
+          "down_candidates": k * 8, "up_top_t": top_t * 4},
+      "timings_s": timings,
+  }

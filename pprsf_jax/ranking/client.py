@@ -1,0 +1,113 @@
+"""Local training of the ranking model, written for ONE client and lifted with `jax.vmap`.
+
+A client starts from the global parameters, runs `local_epochs` passes of mini-batch SGD over its
+own examples (`lax.scan` over a fixed number of steps, masked beyond the client's own count), and
+uploads theta_i - Theta. Mini-batch order comes from per-slot random priorities, so trailing
+padding (examples or whole clients) never changes what a real client computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from pprsf_jax.ranking.features import ClientExamples, ItemTable, client_features
+from pprsf_jax.ranking.model import RankingMLP, logits
+from pprsf_jax.types import ClientUpload
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalTraining:
+  """Static description of a client's local optimisation (hashable, closed over by jit)."""
+
+  model: RankingMLP
+  epochs: int
+  batch_size: int
+  learning_rate: float
+
+
+class ClientMetrics(NamedTuple):
+  loss: jax.Array  # [] float32 mean training loss over the client's steps (0 if none)
+  steps: jax.Array  # [] int32 local steps taken
+
+
+def masked_bce(model: RankingMLP, params, features, labels, weights) -> jax.Array:
+  """Binary cross-entropy averaged over weighted rows; zero (not NaN) when all weights are zero."""
+  per_row = optax.sigmoid_binary_cross_entropy(logits(model, params, features), labels)
+  return jnp.sum(per_row * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def _epoch_orders(mask: jax.Array, epochs: int, key: jax.Array) -> jax.Array:
+  """[epochs, L] slot order per epoch: real examples shuffled first, padding last.
+
+  Each slot's priority depends only on (key, epoch, slot), so appending padding slots leaves the
+  order of the real ones unchanged.
+  """
+  slots = jnp.arange(mask.shape[0])
+
+  def order(epoch):
+    epoch_key = jax.random.fold_in(key, epoch)
+    priority = jax.vmap(lambda s: jax.random.uniform(jax.random.fold_in(epoch_key, s)))(slots)
+    return jnp.argsort(jnp.where(mask > 0, priority, jnp.inf), stable=True)
+
+  return jax.vmap(order)(jnp.arange(epochs))
+
+
+def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key: jax.Array,
+                local: LocalTraining) -> tuple[Any, ClientMetrics]:
+  """Runs one client's local SGD from `params`; returns its final parameters and metrics."""
+  features = client_features(examples, item_table)
+  length = examples.mask.shape[0]
+  batch = local.batch_size
+  steps_per_epoch_max = -(-length // batch)
+  num_examples = jnp.sum(examples.mask).astype(jnp.int32)
+  steps_per_epoch = (num_examples + batch - 1) // batch
+  total_steps = steps_per_epoch * local.epochs
+  orders = _epoch_orders(examples.mask, local.epochs, key)
+  orders = jnp.pad(orders, ((0, 0), (0, steps_per_epoch_max * batch - length)))
+  optimizer = optax.sgd(local.learning_rate)
+
+  def step(carry, s):
+    params, opt_state, loss_sum = carry
+    epoch = s // jnp.maximum(steps_per_epoch, 1)
+    position = (s % jnp.maximum(steps_per_epoch, 1)) * batch
+    rows = jax.lax.dynamic_slice(orders[jnp.minimum(epoch, local.epochs - 1)], (position,), (batch,))
+    in_epoch = (position + jnp.arange(batch)) < num_examples
+    weights = in_epoch * examples.mask[rows]
+    loss, grads = jax.value_and_grad(masked_bce, argnums=1)(
+        local.model, params, features[rows], examples.labels[rows], weights)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    active = s < total_steps
+    # Steps past this client's own count are exact no-ops: keep the old state.
+    keep = lambda new, old: jnp.where(active, new, old)
+    params = jax.tree.map(keep, optax.apply_updates(params, updates), params)
+    opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+    return (params, opt_state, loss_sum + jnp.where(active, loss, 0.0)), None
+
+  init = (params, optimizer.init(params), jnp.zeros((), jnp.float32))
+  (params, _, loss_sum), _ = jax.lax.scan(
+      step, init, jnp.arange(steps_per_epoch_max * local.epochs))
+  metrics = ClientMetrics(loss=loss_sum / jnp.maximum(total_steps, 1), steps=total_steps)
+  return params, metrics
+
+
+def client_update(global_params, examples: ClientExamples, item_table: ItemTable, *,
+                  key: jax.Array, local: LocalTraining) -> tuple[ClientUpload, ClientMetrics]:
+  """One client's federated update: theta_i = local_train(Theta); uploads theta_i - Theta."""
+  params, metrics = local_train(global_params, examples, item_table, key=key, local=local)
+  delta = jax.tree.map(jnp.subtract, params, global_params)
+  return ClientUpload(delta=delta, num_examples=jnp.sum(examples.mask)), metrics
+
+
+def rank_candidates(params, examples: ClientExamples, item_table: ItemTable, *,
+                    model: RankingMLP, top_t: int) -> tuple[jax.Array, jax.Array]:
+  """One client's on-device ranking: its Top-T candidate ids and scores (-1 / -inf if fewer)."""
+  scores = logits(model, params, client_features(examples, item_table))
+  scores = jnp.where(examples.mask > 0, scores, -jnp.inf)
+  top_scores, position = jax.lax.top_k(scores, top_t)
+  items = jnp.where(jnp.isfinite(top_scores), examples.items[position], -1)
+  return items, top_scores

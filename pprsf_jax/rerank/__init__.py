@@ -1,0 +1,9 @@
+"""Re-rank layer (server side): strategies over each user's Top-T."""
+
+from pprsf_jax.rerank.base import RerankContext, Strategy, compose, final_list
+from pprsf_jax.rerank.cold_start import cold_start
+from pprsf_jax.rerank.mmr import mmr
+from pprsf_jax.rerank.registry import STRATEGIES, make_reranker
+
+__all__ = ["RerankContext", "STRATEGIES", "Strategy", "cold_start", "compose", "final_list",
+           "make_reranker", "mmr"]
