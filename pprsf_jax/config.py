@@ -90,6 +90,7 @@ class RecallConfig:
   batch_size: int = 1024  # BPR triples per step
   learning_rate: float = 0.003  # Adam step size for BPR
   l2: float = 0.01  # L2 penalty on the embeddings in a triple (tuned on ML-100K validation)
+  num_neighbors: int = 50  # item-item neighbours shipped per candidate (client-side history match)
   user_chunk: int = 1024  # users scored at once during retrieval
   item_chunk: int = 8192  # items scored at once during retrieval (bounds memory at [user_chunk, item_chunk])
 
@@ -101,6 +102,7 @@ class RecallConfig:
     _check(self.batch_size >= 1, "recall.batch_size", ">= 1", self.batch_size)
     _check(self.learning_rate > 0, "recall.learning_rate", "> 0", self.learning_rate)
     _check(self.l2 >= 0, "recall.l2", ">= 0", self.l2)
+    _check(self.num_neighbors >= 1, "recall.num_neighbors", ">= 1", self.num_neighbors)
     _check(self.user_chunk >= 1, "recall.user_chunk", ">= 1", self.user_chunk)
     _check(self.item_chunk >= 1, "recall.item_chunk", ">= 1", self.item_chunk)
 

@@ -30,6 +30,7 @@ from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, Ranking
                                rank_candidates, train_central, train_local_only)
 from pprsf_jax.ranking.examples import build_examples
 from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
+from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors
 from pprsf_jax.recall.model import RecallParams
 from pprsf_jax.recall.retrieve import padded_item_lists
 from pprsf_jax.rerank import RerankContext, final_list, make_reranker
@@ -57,6 +58,8 @@ class RecallModels(NamedTuple):
   popularity: RecallParams  # recall-only baseline
   stacked: RecallParams  # trained on the context fold only: candidates for ranking training
   serving: RecallParams  # trained on all public history: candidates at serving time
+  stacked_neighbors: ItemNeighbors  # item neighbours from the context fold (ranking training)
+  serving_neighbors: ItemNeighbors  # item neighbours from all public history (serving)
 
 
 def train_recall(public: PublicData, config: RecallConfig, seed: int) -> RecallModels:
@@ -73,6 +76,8 @@ def train_recall(public: PublicData, config: RecallConfig, seed: int) -> RecallM
       popularity=train_popularity(public.history, n, m),
       stacked=fit(public.context, "recall_stacked"),
       serving=fit(public.history, "recall_serving"),
+      stacked_neighbors=item_neighbors(public.context, n, m, num_neighbors=config.num_neighbors),
+      serving_neighbors=item_neighbors(public.history, n, m, num_neighbors=config.num_neighbors),
   )
 
 
@@ -155,7 +160,7 @@ def run(config: RunConfig, *, progress: bool = True,
   train_table = make_item_table(public.catalogue, item_counts(public.context, m))
   train_examples = build_examples(
       training_candidates, private.user_features, history=public.context + private.context,
-      positives=public.labels + private.labels, genres=genres)
+      positives=public.labels + private.labels, genres=genres, neighbors=recall.stacked_neighbors)
   model = RankingMLP(hidden_sizes=config.ranking.hidden_sizes)
   local = LocalTraining(model=model, epochs=config.ranking.local_epochs,
                         batch_size=config.ranking.batch_size,
@@ -183,7 +188,8 @@ def run(config: RunConfig, *, progress: bool = True,
     candidates = candidates_for(recall.serving, k, known_public, config.recall)
     examples = build_examples(candidates, private.user_features,
                               history=known_public + known_private,
-                              positives=Interactions.empty(), genres=genres)
+                              positives=Interactions.empty(), genres=genres,
+                              neighbors=recall.serving_neighbors)
     ranked = {
         "p_fl": _rank_all(federated.params, examples, serve_table, model, top_t, False),
         "p_sum": _rank_all(central, examples, serve_table, model, top_t, False),
@@ -243,6 +249,7 @@ def run(config: RunConfig, *, progress: bool = True,
       "service": service.stats._asdict(),
       "communication_bytes_per_client_per_round": {
           "down_theta": theta_bytes, "up_delta": theta_bytes,
-          "down_candidates": k * 8, "up_top_t": top_t * 4},
+          "down_candidates": k * 8,
+          "down_neighbor_lists": k * config.recall.num_neighbors * 8, "up_top_t": top_t * 4},
       "timings_s": timings,
   }

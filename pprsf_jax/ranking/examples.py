@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pprsf_jax.ranking.features import ClientExamples
+from pprsf_jax.recall.item_knn import ItemNeighbors
 from pprsf_jax.types import Candidates, Interactions
 
 
@@ -22,8 +23,22 @@ def history_profile(history: Interactions, genres: np.ndarray, num_users: int) -
   return np.concatenate([shares, np.log1p(length)[:, None]], axis=1).astype(np.float32)
 
 
+def neighbor_scores(candidates: np.ndarray, neighbors: ItemNeighbors, history: Interactions,
+                    num_items: int) -> np.ndarray:
+  """[N, K, 2] float32: per candidate, log(1 + summed) and max similarity of its neighbours that
+  are in the user's own history (private items included). Computed on the client."""
+  neighbor_items = neighbors.items[np.maximum(candidates, 0)]  # [N, K, P]
+  similarity = neighbors.similarity[np.maximum(candidates, 0)]
+  users = np.broadcast_to(np.arange(candidates.shape[0])[:, None, None], neighbor_items.shape)
+  matched = history.contains(users, np.maximum(neighbor_items, 0), num_items) & (neighbor_items >= 0)
+  matched &= (candidates >= 0)[:, :, None]
+  weights = np.where(matched, similarity, 0.0)
+  return np.stack([np.log1p(weights.sum(-1)), weights.max(-1, initial=0.0)], -1).astype(np.float32)
+
+
 def build_examples(candidates: Candidates, user_features: np.ndarray, history: Interactions,
-                   positives: Interactions, genres: np.ndarray) -> ClientExamples:
+                   positives: Interactions, genres: np.ndarray,
+                   neighbors: ItemNeighbors) -> ClientExamples:
   """Stacked [N, K] ranking examples.
 
   Args:
@@ -33,6 +48,7 @@ def build_examples(candidates: Candidates, user_features: np.ndarray, history: I
       are never ranked (the server cannot filter the private ones; the client does).
     positives: interactions that label a candidate 1 (empty when only ranking, not training).
     genres: [M, G] public item genres.
+    neighbors: public item neighbour lists, shipped with the candidates.
   """
   num_users, k = candidates.items.shape
   num_items = genres.shape[0]
@@ -44,6 +60,7 @@ def build_examples(candidates: Candidates, user_features: np.ndarray, history: I
   return ClientExamples(
       items=candidates.items.astype(np.int32),
       recall_scores=np.where(real, candidates.scores, 0.0).astype(np.float32),
+      neighbor_scores=neighbor_scores(candidates.items, neighbors, history, num_items),
       labels=(labels & real).astype(np.float32),
       mask=(real & ~known).astype(np.float32),
       user_features=user_features.astype(np.float32),

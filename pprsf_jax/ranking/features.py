@@ -27,6 +27,7 @@ class ClientExamples(NamedTuple):
 
   items: jax.Array  # [L] int32 candidate ids; -1 marks padding
   recall_scores: jax.Array  # [L] float32 recall score of each candidate, best first
+  neighbor_scores: jax.Array  # [L, 2] float32 similarity of the candidate to the client's history
   labels: jax.Array  # [L] float32 1 = the client interacted with the candidate
   mask: jax.Array  # [L] float32 1 = a real candidate the client may train on / rank
   user_features: jax.Array  # [F_u] float32 private attributes
@@ -45,7 +46,7 @@ def make_item_table(catalogue: ItemCatalogue, public_counts: np.ndarray) -> Item
 
 def num_features(num_user_features: int, item_table: ItemTable) -> int:
   genres = item_table.genres.shape[1]
-  return num_user_features + (genres + 1) + item_table.features.shape[1] + 3
+  return num_user_features + (genres + 1) + item_table.features.shape[1] + 3 + 2
 
 
 def client_features(examples: ClientExamples, item_table: ItemTable) -> jax.Array:
@@ -69,6 +70,6 @@ def client_features(examples: ClientExamples, item_table: ItemTable) -> jax.Arra
   user = jnp.broadcast_to(examples.user_features, (length, examples.user_features.shape[0]))
   profile = jnp.broadcast_to(examples.profile, (length, examples.profile.shape[0]))
   rows = jnp.concatenate(
-      [user, profile, item_features, standardised[:, None], rank[:, None], affinity[:, None]],
-      axis=1)
+      [user, profile, item_features, standardised[:, None], rank[:, None], affinity[:, None],
+       examples.neighbor_scores], axis=1)
   return rows * mask[:, None]

@@ -1,0 +1,292 @@
+"""The privacy boundary: server-side code never receives, and never depends on, private data.
+
+Structural half: no function of the server-side packages (recall, aggregation, re-rank) is
+annotated with a type that is or contains `PrivateData`, and none of their modules imports it.
+Behavioural half: replacing every private array with garbage leaves everything the server
+computes bit-identical, while changing public data does change it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+import typing
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pprsf_jax import pipeline
+from pprsf_jax.config import RecallConfig, RerankConfig
+from pprsf_jax.data.dataset import FederatedDataset
+from pprsf_jax.recall import item_counts
+from pprsf_jax.recall.retrieve import padded_item_lists
+from pprsf_jax.rerank import RerankContext, make_reranker
+from pprsf_jax.types import Interactions, PrivateData, PublicData, TopTRequest
+
+SERVER_PACKAGES = ("pprsf_jax.recall", "pprsf_jax.aggregation", "pprsf_jax.rerank")
+# What server-side modules may import from the project: their own layer, the config and the
+# boundary types. Anything else (ranking, service, data) is client-side or holds private data.
+ALLOWED_PROJECT_IMPORTS = ("pprsf_jax.config", "pprsf_jax.types")
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _server_modules() -> list[ModuleType]:
+  modules = []
+  for name in SERVER_PACKAGES:
+    package = importlib.import_module(name)
+    modules.append(package)
+    for info in pkgutil.iter_modules(package.__path__, prefix=name + "."):
+      modules.append(importlib.import_module(info.name))
+  return modules
+
+
+def _mentions_private(annotation: Any, seen: set[int] | None = None) -> bool:
+  """Whether a resolved annotation is PrivateData or contains it (generics, Callable, fields)."""
+  seen = set() if seen is None else seen
+  if id(annotation) in seen:
+    return False
+  seen.add(id(annotation))
+  if annotation is PrivateData:
+    return True
+  if isinstance(annotation, (list, tuple)):  # Callable's argument list
+    return any(_mentions_private(a, seen) for a in annotation)
+  if any(_mentions_private(a, seen) for a in typing.get_args(annotation)):
+    return True
+  # Containers whose fields hold PrivateData (e.g. FederatedDataset) leak it just as well.
+  if inspect.isclass(annotation) and annotation.__module__.startswith("pprsf_jax"):
+    try:
+      fields = typing.get_type_hints(annotation)
+    except Exception:  # pylint: disable=broad-except
+      fields = dict(getattr(annotation, "__annotations__", {}))
+    return any(_mentions_private(a, seen) for a in fields.values())
+  return False
+
+
+def _private_parameters(function) -> list[str]:
+  """Names of the parameters (or 'return') whose annotation involves PrivateData."""
+  hints = typing.get_type_hints(function)
+  return [name for name, hint in hints.items() if _mentions_private(hint)]
+
+
+def _functions_of(module: ModuleType) -> list[Any]:
+  """Every function defined in `module`, plus the methods of the classes it defines."""
+  found = []
+  for _, value in vars(module).items():
+    if getattr(value, "__module__", None) != module.__name__:
+      continue
+    if inspect.isfunction(value):
+      found.append(value)
+    elif inspect.isclass(value):
+      found.extend(v for v in vars(value).values() if inspect.isfunction(v))
+  return found
+
+
+def _private_imports(source: str) -> list[str]:
+  """Lines of `source` that import or reference the name PrivateData (docstrings excluded)."""
+  hits = []
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      if any(alias.name.split(".")[-1] == "PrivateData" for alias in node.names):
+        hits.append(f"line {node.lineno}: import")
+    elif isinstance(node, ast.Name) and node.id == "PrivateData":
+      hits.append(f"line {node.lineno}: name")
+    elif isinstance(node, ast.Attribute) and node.attr == "PrivateData":
+      hits.append(f"line {node.lineno}: attribute")
+  return hits
+
+
+def _project_imports(source: str) -> set[str]:
+  imported = set()
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pprsf_jax"):
+      imported.add(node.module)
+    elif isinstance(node, ast.Import):
+      imported.update(a.name for a in node.names if a.name.startswith("pprsf_jax"))
+  return imported
+
+
+# ------------------------------------------------------------------------------- structural
+def test_checkers_detect_private_data():
+  """The detectors below must be able to fire, or the structural tests prove nothing."""
+
+  def direct(data: PrivateData) -> None:
+    del data
+
+  def nested(batch: list[PrivateData], other: dict[str, tuple[int, PrivateData]]) -> None:
+    del batch, other
+
+  def through_container(data: FederatedDataset) -> None:
+    del data
+
+  def clean(data: PublicData, k: int) -> Interactions:
+    del data, k
+    return Interactions.empty()
+
+  assert _private_parameters(direct) == ["data"]
+  assert _private_parameters(nested) == ["batch", "other"]
+  assert _private_parameters(through_container) == ["data"]
+  assert _private_parameters(clean) == []
+  assert _private_imports("from pprsf_jax.types import Candidates, PrivateData\n")
+  assert _private_imports("import pprsf_jax.types as t\nx = t.PrivateData\n")
+  assert not _private_imports('"""Mentions PrivateData in prose only."""\nx = 1\n')
+
+
+def test_server_modules_are_found():
+  names = {m.__name__ for m in _server_modules()}
+  # A broken discovery would make the other structural tests vacuous.
+  assert {"pprsf_jax.recall.bpr", "pprsf_jax.recall.retrieve", "pprsf_jax.aggregation.mean",
+          "pprsf_jax.aggregation.server", "pprsf_jax.rerank.mmr",
+          "pprsf_jax.rerank.cold_start"} <= names
+  assert sum(len(_functions_of(m)) for m in _server_modules()) >= 15
+
+
+@pytest.mark.parametrize("module", _server_modules(), ids=lambda m: m.__name__)
+def test_server_signatures_exclude_private_data(module):
+  for function in _functions_of(module):
+    assert _private_parameters(function) == [], f"{module.__name__}.{function.__qualname__}"
+
+
+@pytest.mark.parametrize("module", _server_modules(), ids=lambda m: m.__name__)
+def test_server_modules_never_import_private_data(module):
+  assert not any(value is PrivateData for value in vars(module).values())
+  assert _private_imports(inspect.getsource(module)) == []
+
+
+@pytest.mark.parametrize("module", _server_modules(), ids=lambda m: m.__name__)
+def test_server_modules_import_only_server_side_code(module):
+  package = module.__name__ if hasattr(module, "__path__") else module.__name__.rsplit(".", 1)[0]
+  for imported in _project_imports(inspect.getsource(module)):
+    allowed = imported.startswith(package) or imported in ALLOWED_PROJECT_IMPORTS
+    # Aggregation and re-rank are server stages too; recall may not reach into them or back.
+    assert allowed, f"{module.__name__} imports {imported}"
+
+
+def test_strategy_and_aggregator_closures_exclude_private_data():
+  """The callables the factories return are server code as well."""
+  from pprsf_jax.aggregation import make_aggregator  # pylint: disable=import-outside-toplevel
+  from pprsf_jax.config import FederatedConfig  # pylint: disable=import-outside-toplevel
+  from pprsf_jax.rerank import cold_start, mmr  # pylint: disable=import-outside-toplevel
+
+  closures = [mmr(0.5), cold_start(0.5), make_aggregator(FederatedConfig()).aggregate,
+              make_aggregator(FederatedConfig()).init]
+  for closure in closures:
+    assert _private_parameters(closure) == []
+
+
+# ------------------------------------------------------------------------------- behavioural
+class ServerView(NamedTuple):
+  recall: pipeline.RecallModels
+  training_candidates: Any
+  serving_candidates: Any
+  reranked: TopTRequest
+
+
+def _fixed_request(num_users: int, num_items: int, top_t: int) -> TopTRequest:
+  """A deterministic Top-T for every user, with a few empty trailing slots."""
+  rng = np.random.default_rng(11)
+  items = np.stack([rng.permutation(num_items)[:top_t] for _ in range(num_users)]).astype(np.int32)
+  items[::4, -3:] = -1
+  scores = np.sort(rng.normal(size=(num_users, top_t)).astype(np.float32), axis=1)[:, ::-1]
+  scores = np.where(items >= 0, scores, -np.inf).astype(np.float32)
+  return TopTRequest(items=jnp.asarray(items), scores=jnp.asarray(scores))
+
+
+def _server_view(data: FederatedDataset, config: RecallConfig,
+                 make_training_examples) -> tuple[ServerView, Any]:
+  """Runs the server stages in pipeline order, with the client stage interleaved as in a run.
+
+  The client stage is given the (possibly poisoned) private data, so any aliasing or shared
+  state between the two sides would show up in what the server computes afterwards.
+  """
+  public = data.public
+  recall = pipeline.train_recall(public, config, seed=0)
+  training_candidates = pipeline.candidates_for(recall.stacked, config.num_candidates,
+                                                public.context, config)
+  client_examples = make_training_examples(data, recall, config)  # client side
+  serving_candidates = pipeline.candidates_for(recall.serving, config.num_candidates,
+                                               public.history, config)
+  context = RerankContext(
+      genres=jnp.asarray(public.catalogue.genres),
+      popularity=jnp.asarray(item_counts(public.history, public.num_items)),
+      known=jnp.asarray(padded_item_lists(public.history, public.num_users)),
+      cold=jnp.asarray(np.bincount(public.history.user, minlength=public.num_users) == 0))
+  request = _fixed_request(public.num_users, public.num_items, top_t=10)
+  reranked = make_reranker(RerankConfig())(request, context)
+  view = ServerView(recall, training_candidates, serving_candidates, reranked)
+  return jax.device_get(view), client_examples
+
+
+def _poison_private(data: FederatedDataset) -> FederatedDataset:
+  """Every private float becomes NaN and every private item id is moved to another item."""
+  rng = np.random.default_rng(5)
+  num_items = data.public.num_items
+
+  def nan_floats(leaf):
+    leaf = np.asarray(leaf)
+    return np.full_like(leaf, np.nan) if np.issubdtype(leaf.dtype, np.floating) else leaf.copy()
+
+  def shift(interactions: Interactions) -> Interactions:
+    offset = rng.integers(1, num_items, size=len(interactions))
+    # Built directly: `Interactions._replace` trips over the class's own `__len__`.
+    return Interactions(interactions.user, ((interactions.item + offset) % num_items).astype(np.int32))
+
+  private = jax.tree.map(nan_floats, data.private)
+  private = private._replace(context=shift(private.context), labels=shift(private.labels))
+  return dataclasses.replace(data, private=private)
+
+
+@pytest.fixture(scope="module")
+def clean_view(dataset, recall_config, make_training_examples):
+  return _server_view(dataset, recall_config, make_training_examples)
+
+
+def test_poisoning_reaches_the_client_side(dataset, recall_config, clean_view,
+                                           make_training_examples):
+  """Sanity: the poison is real, i.e. what clients compute does change."""
+  poisoned = _poison_private(dataset)
+  assert np.isnan(poisoned.private.user_features).all()
+  assert np.all(poisoned.private.context.item != dataset.private.context.item)
+  assert np.all(poisoned.private.labels.item != dataset.private.labels.item)
+  _, clean_examples = clean_view
+  _, poisoned_examples = _server_view(poisoned, recall_config, make_training_examples)
+  assert np.isnan(np.asarray(poisoned_examples.user_features)).all()
+  assert not np.array_equal(clean_examples.labels, poisoned_examples.labels)
+
+
+def test_server_outputs_ignore_private_data(dataset, recall_config, clean_view,
+                                            make_training_examples, assert_trees_identical):
+  poisoned_view, _ = _server_view(_poison_private(dataset), recall_config,
+                                    make_training_examples)
+  view, _ = clean_view
+  assert_trees_identical(view.recall, poisoned_view.recall)
+  assert_trees_identical(view.training_candidates, poisoned_view.training_candidates)
+  assert_trees_identical(view.serving_candidates, poisoned_view.serving_candidates)
+  assert_trees_identical(view.reranked, poisoned_view.reranked)
+  # The outputs are real: finite scores and valid item ids for at least most slots.
+  assert np.isfinite(np.asarray(view.recall.serving.item)).all()
+  assert (np.asarray(view.serving_candidates.items) >= 0).mean() > 0.9
+
+
+def test_public_data_changes_server_outputs(dataset, recall_config, clean_view,
+                                            make_training_examples):
+  """The reverse check: the same comparison does fail when the server's own input changes."""
+  rng = np.random.default_rng(6)
+  public = dataset.public
+  # Move every public context interaction to another item (the labels fold is left alone).
+  offset = rng.integers(1, public.num_items, size=len(public.context))
+  context = Interactions(public.context.user,
+                         ((public.context.item + offset) % public.num_items).astype(np.int32))
+  changed = dataclasses.replace(dataset, public=public._replace(context=context))
+  changed_view, _ = _server_view(changed, recall_config, make_training_examples)
+  view, _ = clean_view
+  assert not np.array_equal(np.asarray(view.recall.stacked.item),
+                            np.asarray(changed_view.recall.stacked.item))
+  assert not np.array_equal(view.training_candidates.items, changed_view.training_candidates.items)
+  assert not np.array_equal(view.serving_candidates.items, changed_view.serving_candidates.items)
