@@ -57,7 +57,7 @@ class DataConfig:
   private_share: float = 0.2  # share of each user's interactions kept private on the device
   valid_share: float = 0.1  # per-user random split: validation share (RecBole 8:1:1 default)
   test_share: float = 0.1  # per-user random split: test share
-  ranking_label_share: float = 0.25  # share of train interactions held out of recall to label ranking
+  label_folds: int = 4  # cross-fitting folds: recall trains on F-1, the held-out fold labels ranking
   synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
 
   def __post_init__(self):
@@ -71,12 +71,7 @@ class DataConfig:
         "< 0.5 so that most interactions train",
         self.valid_share + self.test_share,
     )
-    _check(
-        0.0 < self.ranking_label_share < 1.0,
-        "data.ranking_label_share",
-        "in (0, 1)",
-        self.ranking_label_share,
-    )
+    _check(2 <= self.label_folds <= 10, "data.label_folds", "in [2, 10]", self.label_folds)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -114,7 +109,7 @@ class RankingConfig:
   hidden_sizes: tuple[int, ...] = (64, 32)  # MLP hidden layer widths
   local_epochs: int = 2  # passes over a client's examples per round
   batch_size: int = 20  # examples per local SGD step
-  learning_rate: float = 0.1  # local SGD step size
+  learning_rate: float = 0.03  # local SGD step size
   top_t: int = 20  # T: how many ranked items a client sends back (T < K)
 
   def __post_init__(self):
@@ -134,7 +129,7 @@ class RankingConfig:
 class FederatedConfig:
   """Federated training of the ranking model."""
 
-  rounds: int = 100  # server rounds
+  rounds: int = 300  # server rounds
   clients_per_round: int = 100  # cohort size C (capped at the number of clients)
   aggregator: str = "fedavg"  # aggregation rule, by registry name
   weighting: str = "examples"  # client weights: "examples" (by example count) or "uniform"

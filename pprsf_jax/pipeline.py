@@ -28,7 +28,7 @@ from pprsf_jax.metrics import evaluate_lists, hit_matrix, per_user_metrics
 from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP, cohort_slice,
                                init_params, make_item_table, make_round, num_features,
                                rank_candidates, train_central, train_local_only)
-from pprsf_jax.ranking.examples import build_examples
+from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
 from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors
 from pprsf_jax.recall.model import RecallParams
@@ -38,12 +38,12 @@ from pprsf_jax.service import serve_period
 from pprsf_jax.types import Candidates, Interactions, PublicData, TopTRequest
 
 # Independent key streams, derived from the seed by name (so adding a stream changes no other).
-_STREAMS = {"recall_stacked": 1, "recall_serving": 2, "theta0": 3, "clients": 4, "central": 5,
-            "local_only": 6}
+_STREAMS = {"recall_serving": 2, "theta0": 3, "clients": 4, "central": 5, "local_only": 6,
+            "recall_fold": 7}
 
 
-def _key(seed: int, stream: str) -> jax.Array:
-  return jax.random.fold_in(jax.random.key(seed), _STREAMS[stream])
+def _key(seed: int, stream: str, index: int = 0) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _STREAMS[stream]), index)
 
 
 def load_tables(config: DataConfig, seed: int) -> MovieLensTables:
@@ -54,30 +54,40 @@ def load_tables(config: DataConfig, seed: int) -> MovieLensTables:
 
 
 # ------------------------------------------------------------------------------------ server side
+class Recall(NamedTuple):
+  """One recall model with what ships beside its candidates."""
+
+  params: RecallParams
+  neighbors: ItemNeighbors  # item-item neighbour lists from the same public interactions
+  counts: np.ndarray  # [M] public interaction counts it was trained on (candidate popularity)
+  known: Interactions  # public interactions the server knows: never proposed, and the history the client pairs with them
+
+
 class RecallModels(NamedTuple):
   popularity: RecallParams  # recall-only baseline
-  stacked: RecallParams  # trained on the context fold only: candidates for ranking training
-  serving: RecallParams  # trained on all public history: candidates at serving time
-  stacked_neighbors: ItemNeighbors  # item neighbours from the context fold (ranking training)
-  serving_neighbors: ItemNeighbors  # item neighbours from all public history (serving)
+  serving: Recall  # trained on all public history: candidates at serving time
+  folds: tuple[Recall, ...]  # fold f trained on public.context(f): candidates for ranking training
+
+
+def fit_recall(interactions: Interactions, public: PublicData, config: RecallConfig,
+               key: jax.Array) -> Recall:
+  """Server side: one recall model (and neighbour lists) from public interactions only."""
+  n, m = public.num_users, public.num_items
+  if config.model == "popularity":
+    params = train_popularity(interactions, n, m)
+  else:
+    params, _ = train_bpr(interactions, n, m, config, key=key)
+  neighbors = item_neighbors(interactions, n, m, num_neighbors=config.num_neighbors)
+  return Recall(params, neighbors, item_counts(interactions, m), interactions)
 
 
 def train_recall(public: PublicData, config: RecallConfig, seed: int) -> RecallModels:
-  """Server side: recall models from public interactions only."""
-  n, m = public.num_users, public.num_items
-
-  def fit(interactions: Interactions, stream: str) -> RecallParams:
-    if config.model == "popularity":
-      return train_popularity(interactions, n, m)
-    params, _ = train_bpr(interactions, n, m, config, key=_key(seed, stream))
-    return params
-
+  """Server side: the serving model, one cross-fitted model per fold, and popularity."""
   return RecallModels(
-      popularity=train_popularity(public.history, n, m),
-      stacked=fit(public.context, "recall_stacked"),
-      serving=fit(public.history, "recall_serving"),
-      stacked_neighbors=item_neighbors(public.context, n, m, num_neighbors=config.num_neighbors),
-      serving_neighbors=item_neighbors(public.history, n, m, num_neighbors=config.num_neighbors),
+      popularity=train_popularity(public.history, public.num_users, public.num_items),
+      serving=fit_recall(public.history, public, config, _key(seed, "recall_serving")),
+      folds=tuple(fit_recall(public.context(f), public, config, _key(seed, "recall_fold", f))
+                  for f in range(public.num_folds)),
   )
 
 
@@ -153,29 +163,37 @@ def run(config: RunConfig, *, progress: bool = True,
 
   # Server: recall on public data.
   recall = train_recall(public, config.recall, config.seed)
-  training_candidates = candidates_for(recall.stacked, k, public.context, config.recall)
-  lap("recall")
+  item_table = make_item_table(public.catalogue)
 
-  # Clients: label their candidates with interactions recall did not train on.
-  train_table = make_item_table(public.catalogue, item_counts(public.context, m))
-  train_examples = build_examples(
-      training_candidates, private.user_features, history=public.context + private.context,
-      positives=public.labels + private.labels, genres=genres, neighbors=recall.stacked_neighbors)
+  def examples_for(source: Recall, known_private: Interactions,
+                   positives: Interactions) -> ClientExamples:
+    """Server: candidates excluding what it knows; client: features, private filter, labels."""
+    candidates = candidates_for(source.params, k, source.known, config.recall)
+    return build_examples(candidates, private.user_features,
+                          history=source.known + known_private, positives=positives,
+                          genres=genres, neighbors=source.neighbors, public_counts=source.counts)
+
+  # Clients label each fold's candidates with that fold's interactions, which its recall model
+  # never saw: one candidate list per fold.
+  train_examples = stack_lists([
+      examples_for(fold_recall, private.context(f), public.labels(f) + private.labels(f))
+      for f, fold_recall in enumerate(recall.folds)])
+  lap("recall")
   model = RankingMLP(hidden_sizes=config.ranking.hidden_sizes)
   local = LocalTraining(model=model, epochs=config.ranking.local_epochs,
                         batch_size=config.ranking.batch_size,
                         learning_rate=config.ranking.learning_rate)
-  theta0 = init_params(model, num_features(private.user_features.shape[1], train_table),
+  theta0 = init_params(model, num_features(private.user_features.shape[1], item_table),
                        key=_key(config.seed, "theta0"))
-  federated = train_federated(theta0, train_examples, train_table, config, local,
+  federated = train_federated(theta0, train_examples, item_table, config, local,
                               progress=progress)
   lap("federated_training")
-  central = train_central(theta0, train_examples, train_table, key=_key(config.seed, "central"),
+  central = train_central(theta0, train_examples, item_table, key=_key(config.seed, "central"),
                           local=local, epochs=config.baselines.central_epochs)
   lap("central_training")
   local_only_local = LocalTraining(model=model, epochs=config.baselines.local_only_epochs,
                                    batch_size=local.batch_size, learning_rate=local.learning_rate)
-  local_only = train_local_only(theta0, train_examples, train_table,
+  local_only = train_local_only(theta0, train_examples, item_table,
                                 seed_key=_key(config.seed, "local_only"), local=local_only_local)
   lap("local_only_training")
 
@@ -184,16 +202,12 @@ def run(config: RunConfig, *, progress: bool = True,
 
   def serve(known_public: Interactions, known_private: Interactions):
     """One serving round; returns the lists of every method, [U, top_k] each."""
-    serve_table = make_item_table(public.catalogue, item_counts(known_public, m))
-    candidates = candidates_for(recall.serving, k, known_public, config.recall)
-    examples = build_examples(candidates, private.user_features,
-                              history=known_public + known_private,
-                              positives=Interactions.empty(), genres=genres,
-                              neighbors=recall.serving_neighbors)
+    serving = recall.serving._replace(known=known_public)  # the logs grew since training
+    examples = examples_for(serving, known_private, positives=Interactions.empty())
     ranked = {
-        "p_fl": _rank_all(federated.params, examples, serve_table, model, top_t, False),
-        "p_sum": _rank_all(central, examples, serve_table, model, top_t, False),
-        "p_i": _rank_all(local_only, examples, serve_table, model, top_t, True),
+        "p_fl": _rank_all(federated.params, examples, item_table, model, top_t, False),
+        "p_sum": _rank_all(central, examples, item_table, model, top_t, False),
+        "p_i": _rank_all(local_only, examples, item_table, model, top_t, True),
     }
     context = RerankContext(
         genres=jnp.asarray(genres), popularity=jnp.asarray(item_counts(known_public, m)),
@@ -204,7 +218,8 @@ def run(config: RunConfig, *, progress: bool = True,
     everything = known_public + known_private
     lists = {
         "popularity": candidates_for(recall.popularity, top_k, everything, config.recall).items,
-        config.recall.model: candidates_for(recall.serving, top_k, everything, config.recall).items,
+        config.recall.model: candidates_for(recall.serving.params, top_k, everything,
+                                            config.recall).items,
         "local_only (P_i)": np.asarray(ranked["p_i"].items[:, :top_k]),
         "central (P_Sum)": np.asarray(ranked["p_sum"].items[:, :top_k]),
         "federated (P_FL)": np.asarray(ranked["p_fl"].items[:, :top_k]),
@@ -235,8 +250,8 @@ def run(config: RunConfig, *, progress: bool = True,
       "config": config_lib.to_dict(config),
       "dataset": {"name": tables.name, "source_format": tables.source_format, "users": n,
                   "items": m, "interactions": tables.num_ratings,
-                  "public_train": len(public.history), "private_train": len(private.history),
-                  "valid": len(data.valid.interactions), "test": len(data.test.interactions)},
+                  "public_train": public.history.size, "private_train": private.history.size,
+                  "valid": data.valid.interactions.size, "test": data.test.interactions.size},
       "test": test_metrics,
       "valid": valid_metrics,
       "delta": {"metric": ndcg, "p_fl": p_fl, "p_sum": p_sum, "absolute": abs(p_sum - p_fl),
@@ -249,7 +264,7 @@ def run(config: RunConfig, *, progress: bool = True,
       "service": service.stats._asdict(),
       "communication_bytes_per_client_per_round": {
           "down_theta": theta_bytes, "up_delta": theta_bytes,
-          "down_candidates": k * 8,
+          "down_candidates": k * 12,  # id, recall score, popularity
           "down_neighbor_lists": k * config.recall.num_neighbors * 8, "up_top_t": top_t * 4},
       "timings_s": timings,
   }

@@ -33,7 +33,9 @@ class Interactions(NamedTuple):
         np.concatenate([self.user, other.user]), np.concatenate([self.item, other.item])
     )
 
-  def __len__(self) -> int:  # type: ignore[override]
+  @property
+  def size(self) -> int:
+    """Number of interactions (len() stays the tuple's field count, as NamedTuple needs)."""
     return int(self.user.shape[0])
 
   def keys(self, num_items: int) -> np.ndarray:
@@ -58,36 +60,45 @@ class ItemCatalogue(NamedTuple):
   year_known: np.ndarray  # [M] float32 1 where the release year is known
 
 
+def _select(interactions: Interactions, keep: np.ndarray) -> Interactions:
+  return Interactions(interactions.user[keep], interactions.item[keep])
+
+
 class PublicData(NamedTuple):
   """Everything the server may hold: the catalogue and public (logged) interactions.
 
-  Public train interactions are split in two folds so ranking labels never come from
-  interactions the recall model trained on: the stacked recall model sees `context` only, and
-  `labels` mark positives of the ranking examples.
+  Train interactions carry a cross-fitting fold: for fold f, a recall model trained on
+  `context(f)` proposes candidates and `labels(f)` marks the positives among them, so ranking
+  labels never come from interactions the recall model trained on, and every train interaction
+  labels exactly one fold.
   """
 
   num_users: int
   num_items: int
   catalogue: ItemCatalogue
-  context: Interactions  # public train interactions the recall model trains on
-  labels: Interactions  # public train interactions held out of recall, labelling ranking
+  history: Interactions  # every public train interaction: the serving recall model trains on it
+  fold: np.ndarray  # [R] int32 cross-fitting fold of each history interaction, in [0, num_folds)
+  num_folds: int
 
-  @property
-  def history(self) -> Interactions:
-    """Every public train interaction: what the serving recall model trains on."""
-    return self.context + self.labels
+  def context(self, fold: int) -> Interactions:
+    return _select(self.history, self.fold != fold)
+
+  def labels(self, fold: int) -> Interactions:
+    return _select(self.history, self.fold == fold)
 
 
 class PrivateData(NamedTuple):
   """What never leaves a client (stacked over users in simulation)."""
 
   user_features: np.ndarray  # [N, F_u] float32 encoded age, gender, occupation, zip
-  context: Interactions  # private train interactions used as the user's history
-  labels: Interactions  # private train interactions labelling ranking examples
+  history: Interactions  # private train interactions
+  fold: np.ndarray  # [R] int32 cross-fitting fold of each private interaction
 
-  @property
-  def history(self) -> Interactions:
-    return self.context + self.labels
+  def context(self, fold: int) -> Interactions:
+    return _select(self.history, self.fold != fold)
+
+  def labels(self, fold: int) -> Interactions:
+    return _select(self.history, self.fold == fold)
 
 
 class Period(NamedTuple):

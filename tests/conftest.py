@@ -2,8 +2,10 @@
 
 Everything here is session-scoped and deliberately small (60 users, 50 items) so the whole suite
 stays fast on a 2-core CPU. Ranking examples are only ever built through
-`pprsf_jax.ranking.examples.build_examples` (or derived from its output with `jax.tree.map`), so
-the tests do not depend on the exact list of `ClientExamples` fields.
+`pprsf_jax.ranking.examples.build_examples` (and `stack_lists`, which concatenates its outputs)
+or derived from them with `jax.tree.map`, so the tests do not depend on the exact list of
+`ClientExamples` fields. Fields are recognised by shape instead: per-candidate fields share the
+`items` shape as a prefix, per-list fields share `items.shape[:-1]`.
 """
 
 from __future__ import annotations
@@ -20,16 +22,15 @@ from pprsf_jax.data.dataset import FederatedDataset, build_dataset
 from pprsf_jax.data.synthetic import generate_synthetic
 from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP, init_params,
                                make_item_table, num_features)
-from pprsf_jax.ranking.examples import build_examples
-from pprsf_jax.recall import item_counts
+from pprsf_jax.ranking.examples import build_examples, stack_lists
+from pprsf_jax.types import Candidates, Interactions
 
-# `jax_numpy_rank_promotion="raise"` is NOT enabled: `pprsf_jax.rerank.mmr.mmr` broadcasts a
-# [T] position vector against [U, T] items in `jnp.where`, which that mode rejects.
+# Implicit rank promotion ([N] + [N, M] broadcasting) is a classic source of silent shape bugs;
+# the package is written without it, so any new instance fails the suite.
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 SYNTHETIC = SyntheticConfig(num_users=60, num_items=50, interactions_per_user=15)
 DATA_CONFIG = DataConfig(source="synthetic", synthetic=SYNTHETIC)
-# K = 24 differs from every other trailing dimension of ClientExamples (F_u = 26, G + 1 = 20), so
-# "second axis == K" identifies exactly the per-candidate fields.
 RECALL_CONFIG = RecallConfig(epochs=3, num_candidates=24, user_chunk=16, item_chunk=16)
 SEED = 0
 
@@ -54,37 +55,66 @@ def recall_models(dataset) -> pipeline.RecallModels:
   return pipeline.train_recall(dataset.public, RECALL_CONFIG, SEED)
 
 
+def _fold_examples(data: FederatedDataset, source: pipeline.Recall, candidates: Candidates,
+                   fold: int) -> ClientExamples:
+  """The client stage for one cross-fitting fold, on the candidates the server sent: [N, 1, K]."""
+  public, private = data.public, data.private
+  return build_examples(
+      candidates, private.user_features, history=source.known + private.context(fold),
+      positives=public.labels(fold) + private.labels(fold), genres=public.catalogue.genres,
+      neighbors=source.neighbors, public_counts=source.counts)
+
+
 def _training_examples(data: FederatedDataset, recall: pipeline.RecallModels,
                        config: RecallConfig) -> ClientExamples:
-  """Ranking-training examples exactly as `pipeline.run` builds them (host NumPy, [N, K])."""
-  public, private = data.public, data.private
-  candidates = pipeline.candidates_for(recall.stacked, config.num_candidates, public.context,
-                                       config)
-  return build_examples(
-      candidates, private.user_features, history=public.context + private.context,
-      positives=public.labels + private.labels, genres=public.catalogue.genres,
-      neighbors=recall.stacked_neighbors)
+  """Ranking-training examples as `pipeline.run` builds them: one list per fold, [N, S, K]."""
+  lists = []
+  for fold, source in enumerate(recall.folds):
+    candidates = pipeline.candidates_for(source.params, config.num_candidates, source.known,
+                                         config)
+    lists.append(_fold_examples(data, source, candidates, fold))
+  return stack_lists(lists)
 
 
 @pytest.fixture(scope="session")
-def make_training_examples() -> Callable[..., ClientExamples]:
-  """The builder itself, for tests that need examples from a modified dataset."""
-  return _training_examples
+def fold_examples() -> Callable[..., ClientExamples]:
+  """`fold_examples(data, source, candidates, fold)`: the client stage of one fold."""
+  return _fold_examples
 
 
 @pytest.fixture(scope="session")
 def examples(dataset, recall_models) -> ClientExamples:
+  """Training examples of every client, [N, S, K, ...] with S = the number of folds."""
   built = _training_examples(dataset, recall_models, RECALL_CONFIG)
-  # Guard the "second axis == K" rule used to pad per-candidate fields.
-  assert built.user_features.shape[1] != RECALL_CONFIG.num_candidates
-  assert built.profile.shape[1] != RECALL_CONFIG.num_candidates
+  assert built.items.ndim == 3 and built.items.shape[1] == dataset.public.num_folds > 1
   return built
 
 
 @pytest.fixture(scope="session")
+def single_list_examples(dataset, recall_models) -> ClientExamples:
+  """Training examples of fold 0 only, [N, 1, K, ...]: trailing K padding is trailing overall."""
+  source = recall_models.folds[0]
+  candidates = pipeline.candidates_for(source.params, RECALL_CONFIG.num_candidates, source.known,
+                                       RECALL_CONFIG)
+  return _fold_examples(dataset, source, candidates, 0)
+
+
+@pytest.fixture(scope="session")
+def serving_examples(dataset, recall_models) -> ClientExamples:
+  """What clients rank at serving time (as in `pipeline.run`'s `serve`): [N, 1, K, ...]."""
+  public, private = dataset.public, dataset.private
+  serving = recall_models.serving
+  candidates = pipeline.candidates_for(serving.params, RECALL_CONFIG.num_candidates,
+                                       public.history, RECALL_CONFIG)
+  return build_examples(
+      candidates, private.user_features, history=public.history + private.history,
+      positives=Interactions.empty(), genres=public.catalogue.genres,
+      neighbors=serving.neighbors, public_counts=serving.counts)
+
+
+@pytest.fixture(scope="session")
 def item_table(dataset) -> ItemTable:
-  public = dataset.public
-  return make_item_table(public.catalogue, item_counts(public.context, public.num_items))
+  return make_item_table(dataset.public.catalogue)
 
 
 @pytest.fixture(scope="session")
@@ -99,17 +129,14 @@ def theta0(dataset, item_table, local):
   return init_params(local.model, size, key=jax.random.key(3))
 
 
-def _pad_candidates(examples: ClientExamples, extra: int, axis: int) -> ClientExamples:
-  """Appends `extra` padding candidates along the candidate axis of every per-candidate field.
-
-  Per-candidate fields are the arrays whose `axis` has the candidate count L. Padding rows are
-  zeros (mask 0, label 0, recall score 0, ...) except the item id, which is -1.
-  """
-  length = examples.items.shape[axis]
+def _pad_axis(examples: ClientExamples, extra: int, prefix: tuple[int, ...]) -> ClientExamples:
+  """Appends `extra` zero entries on axis len(prefix) - 1 of every leaf whose shape starts with
+  `prefix` (a prefix of `items.shape`); padded item ids are -1."""
+  axis = len(prefix) - 1
 
   def pad(leaf):
     leaf = np.asarray(leaf)
-    if leaf.ndim <= axis or leaf.shape[axis] != length:
+    if leaf.shape[:len(prefix)] != prefix:
       return leaf
     widths = [(0, 0)] * leaf.ndim
     widths[axis] = (0, extra)
@@ -121,10 +148,26 @@ def _pad_candidates(examples: ClientExamples, extra: int, axis: int) -> ClientEx
   return padded._replace(items=np.pad(np.asarray(examples.items), widths, constant_values=-1))
 
 
+def _pad_candidates(examples: ClientExamples, extra: int) -> ClientExamples:
+  """`extra` padding candidates (item -1, mask 0, label 0, score 0) at the end of every list."""
+  return _pad_axis(examples, extra, tuple(examples.items.shape))
+
+
+def _pad_lists(examples: ClientExamples, extra: int) -> ClientExamples:
+  """`extra` whole padding lists (every slot padding) after a client's real lists."""
+  return _pad_axis(examples, extra, tuple(examples.items.shape[:-1]))
+
+
 @pytest.fixture(scope="session")
-def pad_candidates() -> Callable[[ClientExamples, int, int], ClientExamples]:
-  """`pad(examples, extra, axis)`: axis 0 for one client's examples, 1 for a stacked cohort."""
+def pad_candidates() -> Callable[[ClientExamples, int], ClientExamples]:
+  """Pads the candidate (last `items`) axis; works for one client or a stacked cohort."""
   return _pad_candidates
+
+
+@pytest.fixture(scope="session")
+def pad_lists() -> Callable[[ClientExamples, int], ClientExamples]:
+  """Pads the list axis (`items.shape[-2]`); works for one client or a stacked cohort."""
+  return _pad_lists
 
 
 def _assert_trees_identical(left: Any, right: Any) -> None:

@@ -31,7 +31,7 @@ from pprsf_jax.rerank import RerankContext, make_reranker
 from pprsf_jax.types import Interactions, PrivateData, PublicData, TopTRequest
 
 SERVER_PACKAGES = ("pprsf_jax.recall", "pprsf_jax.aggregation", "pprsf_jax.rerank")
-# What server-side modules may import from the project: their own layer, the config and the
+# What server-side modules may import from the project besides each other: the config and the
 # boundary types. Anything else (ranking, service, data) is client-side or holds private data.
 ALLOWED_PROJECT_IMPORTS = ("pprsf_jax.config", "pprsf_jax.types")
 
@@ -161,11 +161,10 @@ def test_server_modules_never_import_private_data(module):
 
 @pytest.mark.parametrize("module", _server_modules(), ids=lambda m: m.__name__)
 def test_server_modules_import_only_server_side_code(module):
-  package = module.__name__ if hasattr(module, "__path__") else module.__name__.rsplit(".", 1)[0]
   for imported in _project_imports(inspect.getsource(module)):
-    allowed = imported.startswith(package) or imported in ALLOWED_PROJECT_IMPORTS
-    # Aggregation and re-rank are server stages too; recall may not reach into them or back.
-    assert allowed, f"{module.__name__} imports {imported}"
+    server_side = any(imported == p or imported.startswith(p + ".") for p in SERVER_PACKAGES)
+    assert server_side or imported in ALLOWED_PROJECT_IMPORTS, (
+        f"{module.__name__} imports {imported}")
 
 
 def test_strategy_and_aggregator_closures_exclude_private_data():
@@ -199,18 +198,22 @@ def _fixed_request(num_users: int, num_items: int, top_t: int) -> TopTRequest:
 
 
 def _server_view(data: FederatedDataset, config: RecallConfig,
-                 make_training_examples) -> tuple[ServerView, Any]:
+                 fold_examples) -> tuple[ServerView, list[Any]]:
   """Runs the server stages in pipeline order, with the client stage interleaved as in a run.
 
-  The client stage is given the (possibly poisoned) private data, so any aliasing or shared
-  state between the two sides would show up in what the server computes afterwards.
+  The client stage is given the (possibly poisoned) private data and the very candidate arrays
+  the server holds, so any aliasing or shared state between the two sides would show up in what
+  the server computes afterwards.
   """
   public = data.public
   recall = pipeline.train_recall(public, config, seed=0)
-  training_candidates = pipeline.candidates_for(recall.stacked, config.num_candidates,
-                                                public.context, config)
-  client_examples = make_training_examples(data, recall, config)  # client side
-  serving_candidates = pipeline.candidates_for(recall.serving, config.num_candidates,
+  training_candidates, examples = [], []
+  for fold, source in enumerate(recall.folds):
+    candidates = pipeline.candidates_for(source.params, config.num_candidates, source.known,
+                                         config)
+    training_candidates.append(candidates)
+    examples.append(fold_examples(data, source, candidates, fold))  # client side
+  serving_candidates = pipeline.candidates_for(recall.serving.params, config.num_candidates,
                                                public.history, config)
   context = RerankContext(
       genres=jnp.asarray(public.catalogue.genres),
@@ -219,74 +222,74 @@ def _server_view(data: FederatedDataset, config: RecallConfig,
       cold=jnp.asarray(np.bincount(public.history.user, minlength=public.num_users) == 0))
   request = _fixed_request(public.num_users, public.num_items, top_t=10)
   reranked = make_reranker(RerankConfig())(request, context)
-  view = ServerView(recall, training_candidates, serving_candidates, reranked)
-  return jax.device_get(view), client_examples
+  view = ServerView(recall, tuple(training_candidates), serving_candidates, reranked)
+  return jax.device_get(view), examples
+
+
+def _shift_items(interactions: Interactions, num_items: int, seed: int) -> Interactions:
+  """Every interaction moved to another item of the same user."""
+  offset = np.random.default_rng(seed).integers(1, num_items, size=interactions.size)
+  # Built directly, keeping the users: only the items move.
+  return Interactions(interactions.user,
+                      ((interactions.item + offset) % num_items).astype(np.int32))
 
 
 def _poison_private(data: FederatedDataset) -> FederatedDataset:
-  """Every private float becomes NaN and every private item id is moved to another item."""
-  rng = np.random.default_rng(5)
-  num_items = data.public.num_items
+  """Every private float becomes NaN, every private item id moves to another item, and every
+  private interaction moves to another cross-fitting fold."""
 
   def nan_floats(leaf):
     leaf = np.asarray(leaf)
     return np.full_like(leaf, np.nan) if np.issubdtype(leaf.dtype, np.floating) else leaf.copy()
 
-  def shift(interactions: Interactions) -> Interactions:
-    offset = rng.integers(1, num_items, size=len(interactions))
-    # Built directly: `Interactions._replace` trips over the class's own `__len__`.
-    return Interactions(interactions.user, ((interactions.item + offset) % num_items).astype(np.int32))
-
   private = jax.tree.map(nan_floats, data.private)
-  private = private._replace(context=shift(private.context), labels=shift(private.labels))
+  private = private._replace(
+      history=_shift_items(private.history, data.public.num_items, seed=5),
+      fold=((private.fold + 1) % data.public.num_folds).astype(private.fold.dtype))
   return dataclasses.replace(data, private=private)
 
 
 @pytest.fixture(scope="module")
-def clean_view(dataset, recall_config, make_training_examples):
-  return _server_view(dataset, recall_config, make_training_examples)
+def clean_view(dataset, recall_config, fold_examples):
+  return _server_view(dataset, recall_config, fold_examples)
 
 
-def test_poisoning_reaches_the_client_side(dataset, recall_config, clean_view,
-                                           make_training_examples):
+def test_poisoning_reaches_the_client_side(dataset, recall_config, clean_view, fold_examples):
   """Sanity: the poison is real, i.e. what clients compute does change."""
   poisoned = _poison_private(dataset)
   assert np.isnan(poisoned.private.user_features).all()
-  assert np.all(poisoned.private.context.item != dataset.private.context.item)
-  assert np.all(poisoned.private.labels.item != dataset.private.labels.item)
+  assert np.all(poisoned.private.history.item != dataset.private.history.item)
+  assert np.all(poisoned.private.fold != dataset.private.fold)
   _, clean_examples = clean_view
-  _, poisoned_examples = _server_view(poisoned, recall_config, make_training_examples)
-  assert np.isnan(np.asarray(poisoned_examples.user_features)).all()
-  assert not np.array_equal(clean_examples.labels, poisoned_examples.labels)
+  _, poisoned_examples = _server_view(poisoned, recall_config, fold_examples)
+  for clean, poisoned_fold in zip(clean_examples, poisoned_examples):
+    assert np.isnan(np.asarray(poisoned_fold.user_features)).all()
+    assert not np.array_equal(clean.labels, poisoned_fold.labels)
 
 
-def test_server_outputs_ignore_private_data(dataset, recall_config, clean_view,
-                                            make_training_examples, assert_trees_identical):
-  poisoned_view, _ = _server_view(_poison_private(dataset), recall_config,
-                                    make_training_examples)
+def test_server_outputs_ignore_private_data(dataset, recall_config, clean_view, fold_examples,
+                                            assert_trees_identical):
+  poisoned_view, _ = _server_view(_poison_private(dataset), recall_config, fold_examples)
   view, _ = clean_view
   assert_trees_identical(view.recall, poisoned_view.recall)
   assert_trees_identical(view.training_candidates, poisoned_view.training_candidates)
   assert_trees_identical(view.serving_candidates, poisoned_view.serving_candidates)
   assert_trees_identical(view.reranked, poisoned_view.reranked)
-  # The outputs are real: finite scores and valid item ids for at least most slots.
-  assert np.isfinite(np.asarray(view.recall.serving.item)).all()
+  # The outputs are real: one model per fold, finite parameters, mostly filled candidate lists.
+  assert len(view.recall.folds) == dataset.public.num_folds > 1
+  assert np.isfinite(np.asarray(view.recall.serving.params.item)).all()
   assert (np.asarray(view.serving_candidates.items) >= 0).mean() > 0.9
 
 
-def test_public_data_changes_server_outputs(dataset, recall_config, clean_view,
-                                            make_training_examples):
+def test_public_data_changes_server_outputs(dataset, recall_config, clean_view, fold_examples):
   """The reverse check: the same comparison does fail when the server's own input changes."""
-  rng = np.random.default_rng(6)
   public = dataset.public
-  # Move every public context interaction to another item (the labels fold is left alone).
-  offset = rng.integers(1, public.num_items, size=len(public.context))
-  context = Interactions(public.context.user,
-                         ((public.context.item + offset) % public.num_items).astype(np.int32))
-  changed = dataclasses.replace(dataset, public=public._replace(context=context))
-  changed_view, _ = _server_view(changed, recall_config, make_training_examples)
+  history = _shift_items(public.history, public.num_items, seed=6)
+  changed = dataclasses.replace(dataset, public=public._replace(history=history))
+  changed_view, _ = _server_view(changed, recall_config, fold_examples)
   view, _ = clean_view
-  assert not np.array_equal(np.asarray(view.recall.stacked.item),
-                            np.asarray(changed_view.recall.stacked.item))
-  assert not np.array_equal(view.training_candidates.items, changed_view.training_candidates.items)
+  assert not np.array_equal(np.asarray(view.recall.serving.params.item),
+                            np.asarray(changed_view.recall.serving.params.item))
+  for clean, changed_fold in zip(view.training_candidates, changed_view.training_candidates):
+    assert not np.array_equal(clean.items, changed_fold.items)
   assert not np.array_equal(view.serving_candidates.items, changed_view.serving_candidates.items)

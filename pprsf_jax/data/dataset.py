@@ -2,8 +2,8 @@
 
 Each user's interactions are split at random into train / valid / test (RecBole's 8:1:1 by
 default). A configurable share of each user's interactions is private; train interactions are
-further split into a `context` fold (recall trains on its public part) and a `labels` fold
-(labels the ranking model), so ranking targets never come from what recall trained on.
+dealt per user into `label_folds` cross-fitting folds (see `PublicData`), so ranking targets
+never come from what the recall model that proposed them trained on.
 """
 
 from __future__ import annotations
@@ -30,22 +30,36 @@ class FederatedDataset:
   test: Period  # the period after, on which methods are compared
 
 
+def _shuffled_within_users(user: np.ndarray, eligible: np.ndarray, rng):
+  """Eligible rows grouped by user in random order: (rows, their owners, position in the user's
+  group, rows per user)."""
+  rows = np.flatnonzero(eligible)
+  order = np.lexsort((rng.random(rows.size), user[rows]))
+  rows = rows[order]
+  owners = user[rows]
+  counts = np.bincount(owners, minlength=int(user.max(initial=-1)) + 1)
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  return rows, owners, np.arange(rows.size) - starts[owners], counts
+
+
 def _per_user_quota(user: np.ndarray, eligible: np.ndarray, share: float, rng) -> np.ndarray:
   """Marks round(share * n_u) of each user's eligible rows at random (at least one row is kept out)."""
-  rows = np.flatnonzero(eligible)
-  if rows.size == 0:
-    return np.zeros(user.shape, bool)
-  owners = user[rows]
-  order = np.lexsort((rng.random(rows.size), owners))
-  sorted_rows, sorted_owners = rows[order], owners[order]
-  counts = np.bincount(sorted_owners, minlength=user.max() + 1)
-  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-  position = np.arange(rows.size) - starts[sorted_owners]
+  rows, owners, position, counts = _shuffled_within_users(user, eligible, rng)
   quota = np.floor(share * counts + 0.5).astype(np.int64)
   quota = np.minimum(quota, np.maximum(counts - 1, 0))
   marked = np.zeros(user.shape, bool)
-  marked[sorted_rows[position < quota[sorted_owners]]] = True
+  marked[rows[position < quota[owners]]] = True
   return marked
+
+
+def _per_user_folds(user: np.ndarray, eligible: np.ndarray, num_folds: int, rng) -> np.ndarray:
+  """Deals each user's eligible rows, in random order, round-robin into folds 0..F-1 (-1 elsewhere)."""
+  rows, owners, position, counts = _shuffled_within_users(user, eligible, rng)
+  # A random starting fold per user, so no fold is systematically the largest.
+  offset = rng.integers(0, num_folds, counts.size)
+  fold = np.full(user.shape, -1, np.int32)
+  fold[rows] = (position + offset[owners]) % num_folds
+  return fold
 
 
 def encode_user_features(tables: MovieLensTables) -> np.ndarray:
@@ -96,8 +110,7 @@ def build_dataset(tables: MovieLensTables, config: DataConfig, seed: int) -> Fed
   valid = _per_user_quota(user, ~test, share_of_rest, rng)
   train = ~(test | valid)
   private = _per_user_quota(user, every, config.private_share, rng)
-  labels = _per_user_quota(user, train, config.ranking_label_share, rng)
-  context = train & ~labels
+  fold = _per_user_folds(user, train, config.label_folds, rng)
 
   def pick(mask: np.ndarray) -> Interactions:
     return Interactions(user[mask], item[mask])
@@ -106,13 +119,14 @@ def build_dataset(tables: MovieLensTables, config: DataConfig, seed: int) -> Fed
       num_users=tables.num_users,
       num_items=tables.num_items,
       catalogue=encode_catalogue(tables),
-      context=pick(context & ~private),
-      labels=pick(labels & ~private),
+      history=pick(train & ~private),
+      fold=fold[train & ~private],
+      num_folds=config.label_folds,
   )
   private_data = PrivateData(
       user_features=encode_user_features(tables),
-      context=pick(context & private),
-      labels=pick(labels & private),
+      history=pick(train & private),
+      fold=fold[train & private],
   )
   return FederatedDataset(
       public=public,

@@ -66,7 +66,7 @@ def train_central(theta0, examples: ClientExamples, item_table: ItemTable, *, ke
                   local: LocalTraining, epochs: int):
   """P_Sum: mini-batch SGD over the pooled examples of every client (real rows only)."""
   features = jax.vmap(client_features, in_axes=(0, None))(examples, item_table)
-  real = np.asarray(examples.mask).reshape(-1) > 0
+  real = np.asarray(examples.mask).reshape(-1) > 0  # [N * S * K], the same order as the rows
   features = jnp.asarray(np.asarray(features).reshape(-1, features.shape[-1])[real])
   labels = jnp.asarray(np.asarray(examples.labels).reshape(-1)[real])
   weights = jnp.ones_like(labels)

@@ -42,17 +42,20 @@ def masked_bce(model: RankingMLP, params, features, labels, weights) -> jax.Arra
 
 
 def _epoch_orders(mask: jax.Array, epochs: int, key: jax.Array) -> jax.Array:
-  """[epochs, L] slot order per epoch: real examples shuffled first, padding last.
+  """[epochs, S * K] order of the flattened slots per epoch: real examples shuffled, padding last.
 
-  Each slot's priority depends only on (key, epoch, slot), so appending padding slots leaves the
-  order of the real ones unchanged.
+  Each slot's priority depends only on (key, epoch, list, position in list), so padding appended
+  to any list, or whole padding lists, leave the order of the real examples unchanged.
   """
-  slots = jnp.arange(mask.shape[0])
+  num_lists, list_length = mask.shape
+  lists = jnp.repeat(jnp.arange(num_lists), list_length)
+  positions = jnp.tile(jnp.arange(list_length), num_lists)
 
   def order(epoch):
     epoch_key = jax.random.fold_in(key, epoch)
-    priority = jax.vmap(lambda s: jax.random.uniform(jax.random.fold_in(epoch_key, s)))(slots)
-    return jnp.argsort(jnp.where(mask > 0, priority, jnp.inf), stable=True)
+    draw = lambda s, p: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(epoch_key, s), p))
+    priority = jax.vmap(draw)(lists, positions)
+    return jnp.argsort(jnp.where(mask.reshape(-1) > 0, priority, jnp.inf), stable=True)
 
   return jax.vmap(order)(jnp.arange(epochs))
 
@@ -60,11 +63,13 @@ def _epoch_orders(mask: jax.Array, epochs: int, key: jax.Array) -> jax.Array:
 def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key: jax.Array,
                 local: LocalTraining) -> tuple[Any, ClientMetrics]:
   """Runs one client's local SGD from `params`; returns its final parameters and metrics."""
-  features = client_features(examples, item_table)
-  length = examples.mask.shape[0]
+  examples = jax.tree.map(jnp.asarray, examples)  # host arrays work outside jit too
+  features = client_features(examples, item_table)  # [S * K, F]
+  mask, labels = examples.mask.reshape(-1), examples.labels.reshape(-1)
+  length = mask.shape[0]
   batch = local.batch_size
   steps_per_epoch_max = -(-length // batch)
-  num_examples = jnp.sum(examples.mask).astype(jnp.int32)
+  num_examples = jnp.sum(mask).astype(jnp.int32)
   steps_per_epoch = (num_examples + batch - 1) // batch
   total_steps = steps_per_epoch * local.epochs
   orders = _epoch_orders(examples.mask, local.epochs, key)
@@ -77,9 +82,9 @@ def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key:
     position = (s % jnp.maximum(steps_per_epoch, 1)) * batch
     rows = jax.lax.dynamic_slice(orders[jnp.minimum(epoch, local.epochs - 1)], (position,), (batch,))
     in_epoch = (position + jnp.arange(batch)) < num_examples
-    weights = in_epoch * examples.mask[rows]
+    weights = in_epoch * mask[rows]
     loss, grads = jax.value_and_grad(masked_bce, argnums=1)(
-        local.model, params, features[rows], examples.labels[rows], weights)
+        local.model, params, features[rows], labels[rows], weights)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     active = s < total_steps
     # Steps past this client's own count are exact no-ops: keep the old state.
@@ -107,7 +112,7 @@ def rank_candidates(params, examples: ClientExamples, item_table: ItemTable, *,
                     model: RankingMLP, top_t: int) -> tuple[jax.Array, jax.Array]:
   """One client's on-device ranking: its Top-T candidate ids and scores (-1 / -inf if fewer)."""
   scores = logits(model, params, client_features(examples, item_table))
-  scores = jnp.where(examples.mask > 0, scores, -jnp.inf)
+  scores = jnp.where(examples.mask.reshape(-1) > 0, scores, -jnp.inf)
   top_scores, position = jax.lax.top_k(scores, top_t)
-  items = jnp.where(jnp.isfinite(top_scores), examples.items[position], -1)
+  items = jnp.where(jnp.isfinite(top_scores), examples.items.reshape(-1)[position], -1)
   return items, top_scores

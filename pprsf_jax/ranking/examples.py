@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pprsf_jax.ranking.features import ClientExamples
+from pprsf_jax.ranking.features import ClientExamples, standardised_log_counts
 from pprsf_jax.recall.item_knn import ItemNeighbors
 from pprsf_jax.types import Candidates, Interactions
 
@@ -37,9 +37,9 @@ def neighbor_scores(candidates: np.ndarray, neighbors: ItemNeighbors, history: I
 
 
 def build_examples(candidates: Candidates, user_features: np.ndarray, history: Interactions,
-                   positives: Interactions, genres: np.ndarray,
-                   neighbors: ItemNeighbors) -> ClientExamples:
-  """Stacked [N, K] ranking examples.
+                   positives: Interactions, genres: np.ndarray, neighbors: ItemNeighbors,
+                   public_counts: np.ndarray) -> ClientExamples:
+  """Ranking examples of every client for one candidate list each: fields [N, 1, K, ...].
 
   Args:
     candidates: the recall output each client received.
@@ -49,6 +49,8 @@ def build_examples(candidates: Candidates, user_features: np.ndarray, history: I
     positives: interactions that label a candidate 1 (empty when only ranking, not training).
     genres: [M, G] public item genres.
     neighbors: public item neighbour lists, shipped with the candidates.
+    public_counts: [M] public interaction counts of the log the recall model was trained on
+      (each candidate's popularity is shipped with it).
   """
   num_users, k = candidates.items.shape
   num_items = genres.shape[0]
@@ -57,12 +59,23 @@ def build_examples(candidates: Candidates, user_features: np.ndarray, history: I
   items = np.where(real, candidates.items, 0)
   known = history.contains(users, items, num_items)
   labels = positives.contains(users, items, num_items)
+  one_list = lambda array: array[:, None]  # [N, ...] -> [N, 1, ...]: a single list per client
   return ClientExamples(
-      items=candidates.items.astype(np.int32),
-      recall_scores=np.where(real, candidates.scores, 0.0).astype(np.float32),
-      neighbor_scores=neighbor_scores(candidates.items, neighbors, history, num_items),
-      labels=(labels & real).astype(np.float32),
-      mask=(real & ~known).astype(np.float32),
+      items=one_list(candidates.items.astype(np.int32)),
+      recall_scores=one_list(np.where(real, candidates.scores, 0.0).astype(np.float32)),
+      popularity=one_list(
+          np.where(real, standardised_log_counts(public_counts)[items], 0.0).astype(np.float32)),
+      neighbor_scores=one_list(neighbor_scores(candidates.items, neighbors, history, num_items)),
+      labels=one_list((labels & real).astype(np.float32)),
+      mask=one_list((real & ~known).astype(np.float32)),
       user_features=user_features.astype(np.float32),
-      profile=history_profile(history, genres, num_users),
+      profile=one_list(history_profile(history, genres, num_users)),
   )
+
+
+def stack_lists(per_list: list[ClientExamples]) -> ClientExamples:
+  """Concatenates several single-list example sets along the list axis: [N, S, K, ...]."""
+  first = per_list[0]
+  return first._replace(**{
+      field: np.concatenate([getattr(examples, field) for examples in per_list], axis=1)
+      for field in ClientExamples._fields if field != "user_features"})

@@ -35,7 +35,7 @@ def make_round(local: LocalTraining, aggregator: Aggregator, *, weighting: str) 
   Returns:
     round_fn(params, aggregator_state, cohort, client_ids, client_mask, item_table, seed_key,
              round_index) -> (params, aggregator_state, RoundMetrics), where `cohort` is a
-    ClientExamples stacked [C, L, ...], `client_ids` [C] int32 and `client_mask` [C] float32.
+    ClientExamples stacked [C, S, K, ...], `client_ids` [C] int32 and `client_mask` [C] float32.
   """
 
   def round_fn(params, aggregator_state, cohort: ClientExamples, client_ids, client_mask,
@@ -59,7 +59,9 @@ def make_round(local: LocalTraining, aggregator: Aggregator, *, weighting: str) 
     params = optax.apply_updates(params, update)
     example_weights = uploads.num_examples * mask
     round_metrics = RoundMetrics(
-        loss=jnp.sum(metrics.loss * example_weights) / jnp.maximum(jnp.sum(example_weights), 1.0),
+        # where, not a product: a rejected client's loss may be NaN, and 0 * NaN is NaN.
+        loss=jnp.sum(jnp.where(mask > 0, metrics.loss * example_weights, 0.0))
+        / jnp.maximum(jnp.sum(example_weights), 1.0),
         clients=jnp.sum(client_mask).astype(jnp.int32),
         rejected=jnp.sum(client_mask * (1 - finite)).astype(jnp.int32),
     )
@@ -77,6 +79,7 @@ def cohort_slice(examples: ClientExamples, client_ids, size: int) -> tuple[Clien
   count = len(client_ids)
   padded_ids = np.concatenate([client_ids, np.zeros(size - count, client_ids.dtype)])
   cohort = jax.tree.map(lambda a: a[padded_ids], examples)
-  cohort = cohort._replace(mask=cohort.mask * (np.arange(size) < count)[:, None])
   client_mask = (np.arange(size) < count).astype(np.float32)
+  cohort = cohort._replace(
+      mask=cohort.mask * client_mask.reshape((-1,) + (1,) * (cohort.mask.ndim - 1)))
   return cohort, padded_ids.astype(np.int32), client_mask

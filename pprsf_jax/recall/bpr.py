@@ -76,7 +76,7 @@ def train_bpr(interactions: Interactions, num_users: int, num_items: int, config
   Returns:
     The parameters and the mean loss of each epoch.
   """
-  if len(interactions) == 0:
+  if interactions.size == 0:
     raise ValueError("BPR needs at least one public interaction to train on")
   # Negative rejection keys are int32 on device: user * M + item must fit.
   if num_users * num_items >= 2**31:

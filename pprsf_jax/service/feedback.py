@@ -41,7 +41,7 @@ def serve_period(final_lists: np.ndarray, period: Period, num_items: int) -> Ser
       shown=int(shown.sum()),
       clicks=clicks,
       click_rate=clicks / max(int(shown.sum()), 1),
-      logged_public=len(public),
-      kept_private=len(private),
+      logged_public=public.size,
+      kept_private=private.size,
   )
   return ServiceLog(public=public, private=private, stats=stats)
