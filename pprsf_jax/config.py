@@ -134,7 +134,7 @@ class FederatedConfig:
   aggregator: str = "fedavg"  # aggregation rule, by registry name
   weighting: str = "examples"  # client weights: "examples" (by example count) or "uniform"
   server_optimizer: str = "sgd"  # optax optimizer on the pseudo-gradient: sgd, momentum, adam, yogi, adagrad
-  server_learning_rate: float = 1.0  # 1.0 with sgd is plain FedAvg
+  server_learning_rate: float = 3.0  # server step on the mean update; 1.0 with sgd is plain FedAvg
 
   def __post_init__(self):
     _check(self.rounds >= 1, "federated.rounds", ">= 1", self.rounds)

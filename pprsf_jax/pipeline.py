@@ -60,7 +60,8 @@ class Recall(NamedTuple):
   params: RecallParams
   neighbors: ItemNeighbors  # item-item neighbour lists from the same public interactions
   counts: np.ndarray  # [M] public interaction counts it was trained on (candidate popularity)
-  known: Interactions  # public interactions the server knows: never proposed, and the history the client pairs with them
+  # Public interactions the server knows: never proposed again; the client's public history.
+  known: Interactions
 
 
 class RecallModels(NamedTuple):

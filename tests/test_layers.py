@@ -284,17 +284,20 @@ def test_sgd_server_optimizer_adds_the_weighted_mean(learning_rate):
     np.testing.assert_allclose(np.asarray(new_params[name]), want, rtol=1e-6, atol=1e-6)
 
 
-def test_make_aggregator_default_is_plain_fedavg():
+@pytest.mark.parametrize("server_learning_rate", [1.0, 3.0])
+def test_make_aggregator_fedavg_is_the_scaled_weighted_mean(server_learning_rate):
+  # With SGD at lr 1 the server step is plain FedAvg; a larger lr scales the mean update.
   rng = np.random.default_rng(6)
   deltas = _stacked_updates(rng, 3)
   params = jax.tree.map(lambda leaf: jnp.ones(leaf.shape[1:], jnp.float32), deltas)
   weights, mask = jnp.asarray([2.0, 1.0, 1.0]), jnp.ones(3)
-  aggregator = make_aggregator(FederatedConfig())
+  aggregator = make_aggregator(FederatedConfig(server_learning_rate=server_learning_rate))
   update, _ = aggregator.aggregate(deltas, aggregator.init(params), weights=weights, mask=mask,
                                    key=jax.random.key(0), params=params)
   mean = _reduce(deltas, weights, mask)
   for name in params:
-    np.testing.assert_allclose(np.asarray(update[name]), np.asarray(mean[name]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(update[name]),
+                               server_learning_rate * np.asarray(mean[name]), atol=1e-5)
   with pytest.raises(ValueError, match="not registered"):
     make_aggregator(FederatedConfig(aggregator="median"))
 

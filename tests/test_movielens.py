@@ -229,7 +229,7 @@ def test_folder_without_known_files_is_rejected(tmp_path):
 
 
 def test_unknown_source_name_is_rejected(tmp_path):
-  with pytest.raises(ValueError, match="neither an existing folder nor a known dataset"):
+  with pytest.raises(DataUnavailableError, match="neither an existing folder nor a known dataset"):
     load_movielens(tmp_path / "does-not-exist")
   with pytest.raises(ValueError, match="unknown dataset"):
     fetch_movielens("ml-999k", cache_dir=tmp_path)

@@ -950,16 +950,16 @@ def load_movielens(
     The parsed tables.
 
   Raises:
-    ValueError: `source` is neither a folder nor a known dataset name.
     DataFormatError: A file is missing or malformed.
-    DataUnavailableError: The dataset had to be fetched and no source worked.
+    DataUnavailableError: `source` is neither a folder nor a known dataset name, or the dataset
+      had to be fetched and no source worked.
   """
   folder = Path(source)
   if folder.is_dir():
     return _read_folder(folder)
   if isinstance(source, str) and source in DATASET_SOURCES:
     return _read_folder(fetch_movielens(source, cache_dir), name=source)
-  raise ValueError(
+  raise DataUnavailableError(
       f"{os.fspath(source)!r} is neither an existing folder nor a known dataset"
       f" ({', '.join(sorted(DATASET_SOURCES))})"
   )
