@@ -10,6 +10,7 @@ only, P_i, P_Sum) are trained beside the pipeline on the same data.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -98,11 +99,12 @@ def candidates_for(params: RecallParams, k: int, exclude: Interactions,
 
 
 # ------------------------------------------------------------------------------------ client side
-def _rank_all(params, examples: ClientExamples, item_table: ItemTable, model: RankingMLP,
+@functools.partial(jax.jit, static_argnames=("model", "top_t", "per_client_params"))
+def _rank_all(params, examples: ClientExamples, item_table: ItemTable, *, model: RankingMLP,
               top_t: int, per_client_params: bool) -> TopTRequest:
+  """Every client ranks its own candidates on its device (vmapped in simulation)."""
   rank = lambda p, ex: rank_candidates(p, ex, item_table, model=model, top_t=top_t)
-  items, scores = jax.jit(jax.vmap(rank, in_axes=(0 if per_client_params else None, 0)))(
-      params, examples)
+  items, scores = jax.vmap(rank, in_axes=(0 if per_client_params else None, 0))(params, examples)
   return TopTRequest(items=items, scores=scores)
 
 
@@ -206,9 +208,12 @@ def run(config: RunConfig, *, progress: bool = True,
     serving = recall.serving._replace(known=known_public)  # the logs grew since training
     examples = examples_for(serving, known_private, positives=Interactions.empty())
     ranked = {
-        "p_fl": _rank_all(federated.params, examples, item_table, model, top_t, False),
-        "p_sum": _rank_all(central, examples, item_table, model, top_t, False),
-        "p_i": _rank_all(local_only, examples, item_table, model, top_t, True),
+        "p_fl": _rank_all(federated.params, examples, item_table, model=model, top_t=top_t,
+                          per_client_params=False),
+        "p_sum": _rank_all(central, examples, item_table, model=model, top_t=top_t,
+                           per_client_params=False),
+        "p_i": _rank_all(local_only, examples, item_table, model=model, top_t=top_t,
+                         per_client_params=True),
     }
     context = RerankContext(
         genres=jnp.asarray(genres), popularity=jnp.asarray(item_counts(known_public, m)),
