@@ -20,7 +20,8 @@ from pprsf_jax.metrics import evaluate_lists, hit_matrix, per_user_metrics
 from pprsf_jax.ranking import (LocalTraining, client_features, local_train, num_features,
                                rank_candidates)
 from pprsf_jax.ranking.client import masked_bce
-from pprsf_jax.recall import RecallParams, item_counts, retrieve, train_bpr, train_popularity
+from pprsf_jax.recall import (RecallParams, item_counts, retrieve, score, train_bpr,
+                              train_popularity)
 from pprsf_jax.rerank import RerankContext, cold_start, final_list, make_reranker, mmr
 from pprsf_jax.service import serve_period
 from pprsf_jax.types import Interactions, Period, TopTRequest
@@ -61,6 +62,17 @@ def _brute_force_top_k(params: RecallParams, k: int, exclude: Interactions):
   order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
   top = np.take_along_axis(scores, order, axis=1)
   return np.where(np.isfinite(top), order, -1), top
+
+
+def test_score_agrees_with_retrieved_scores(random_recall):
+  params, exclude = random_recall
+  got = retrieve(params, TOP_K, exclude)
+  users = np.arange(NUM_USERS)
+  listed = jnp.asarray(np.maximum(got.items, 0).reshape(-1))
+  pairwise = np.asarray(score(params, jnp.asarray(users), listed))  # [users, users * k]
+  per_user = pairwise.reshape(NUM_USERS, NUM_USERS, TOP_K)[users, users]
+  real = got.items >= 0
+  np.testing.assert_allclose(per_user[real], got.scores[real], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("user_chunk,item_chunk", [(1024, 8192), (37, 53), (16, 16), (7, 10),
