@@ -131,10 +131,15 @@ class FederatedConfig:
 
   rounds: int = 300  # server rounds
   clients_per_round: int = 100  # cohort size C (capped at the number of clients)
-  aggregator: str = "fedavg"  # aggregation rule, by registry name
+  aggregator: str = "fedavg"  # aggregation rule by registry name (see pprsf_jax.aggregation.REDUCERS)
   weighting: str = "examples"  # client weights: "examples" (by example count) or "uniform"
   server_optimizer: str = "sgd"  # optax optimizer on the pseudo-gradient: sgd, momentum, adam, yogi, adagrad
   server_learning_rate: float = 3.0  # server step on the mean update; 1.0 with sgd is plain FedAvg
+  byzantine_f: int = 1  # f: Byzantine clients tolerated by krum / multi_krum / bulyan
+  multi_krum_m: int = 5  # m: clients Multi-Krum averages
+  trimmed_mean_beta: float = 0.1  # share trimmed from each end per coordinate
+  norm_bound: float = 1.0  # L2 bound on each client's update for norm_bounding
+  clipping_tau: float = 1.0  # clipping radius of centered_clipping
 
   def __post_init__(self):
     _check(self.rounds >= 1, "federated.rounds", ">= 1", self.rounds)
@@ -153,6 +158,12 @@ class FederatedConfig:
         self.server_optimizer,
     )
     _check(self.server_learning_rate > 0, "federated.server_learning_rate", "> 0", self.server_learning_rate)
+    _check(self.byzantine_f >= 0, "federated.byzantine_f", ">= 0", self.byzantine_f)
+    _check(self.multi_krum_m >= 1, "federated.multi_krum_m", ">= 1", self.multi_krum_m)
+    _check(0.0 <= self.trimmed_mean_beta < 0.5, "federated.trimmed_mean_beta", "in [0, 0.5)",
+           self.trimmed_mean_beta)
+    _check(self.norm_bound > 0, "federated.norm_bound", "> 0", self.norm_bound)
+    _check(self.clipping_tau > 0, "federated.clipping_tau", "> 0", self.clipping_tau)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

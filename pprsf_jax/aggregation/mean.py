@@ -21,7 +21,9 @@ def weighted_mean() -> Aggregator:
     total = jnp.sum(effective)
 
     def reduce(leaf):
-      weighted = jnp.tensordot(effective.astype(leaf.dtype), leaf, axes=1)
+      # where, not only a zero weight: 0 * NaN is NaN, and a padding slot may hold anything.
+      present = mask.reshape((-1,) + (1,) * (leaf.ndim - 1)) > 0
+      weighted = jnp.tensordot(effective.astype(leaf.dtype), jnp.where(present, leaf, 0), axes=1)
       return safe_divide(weighted, total.astype(leaf.dtype))
 
     return jax.tree.map(reduce, updates), state

@@ -1,0 +1,216 @@
+"""Aggregation operators: a conformance table over every registered rule, properties, references."""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from pprsf_jax.aggregation import (REDUCERS, bulyan, centered_clipping, coordinate_median,
+                                   geometric_median, krum, make_aggregator, norm_bounding,
+                                   trimmed_mean)
+from pprsf_jax.config import FederatedConfig
+
+NAMES = sorted(REDUCERS)
+# Rules whose output stays inside the honest clients' coordinate range under f outliers.
+RANGE_BOUNDED = {
+    "median": coordinate_median(),
+    "trimmed_mean": trimmed_mean(0.2),
+    "krum": krum(2),
+    "multi_krum": krum(2, 3),
+    "bulyan": bulyan(2),
+}
+
+
+def _updates(rng, clients: int, scale: float = 0.1):
+  return {"w": jnp.asarray(rng.normal(scale=scale, size=(clients, 3, 2)).astype(np.float32)),
+          "b": jnp.asarray(rng.normal(scale=scale, size=(clients, 2)).astype(np.float32))}
+
+
+def _params(updates):
+  return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape[1:], leaf.dtype), updates)
+
+
+def _aggregate(aggregator, updates, weights=None, mask=None, state=None):
+  clients = jax.tree.leaves(updates)[0].shape[0]
+  weights = jnp.ones(clients) if weights is None else jnp.asarray(weights, jnp.float32)
+  mask = jnp.ones(clients) if mask is None else jnp.asarray(mask, jnp.float32)
+  params = _params(updates)
+  state = aggregator.init(params) if state is None else state
+  return aggregator.aggregate(updates, state, weights=weights, mask=mask,
+                              key=jax.random.key(0), params=params)
+
+
+def _rule(name: str):
+  # Server SGD at lr 1: the rule's reduced update is applied as is.
+  return make_aggregator(FederatedConfig(aggregator=name, server_learning_rate=1.0))
+
+
+def _flat(tree) -> np.ndarray:
+  return np.concatenate([np.asarray(leaf, np.float64).reshape(-1)
+                         for leaf in jax.tree.leaves(tree)])
+
+
+# ------------------------------------------------------------------------------- conformance
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_equals_eager_without_retracing_and_keeps_dtype_and_state(name):
+  aggregator = _rule(name)
+  updates = _updates(np.random.default_rng(0), 9)
+  traces = []
+
+  def run(updates, state):
+    traces.append(1)
+    return aggregator.aggregate(updates, state, weights=jnp.ones(9), mask=jnp.ones(9),
+                                key=jax.random.key(0), params=_params(updates))
+
+  state0 = aggregator.init(_params(updates))
+  eager, eager_state = run(updates, state0)
+  jitted = jax.jit(run)
+  first, state1 = jitted(updates, state0)
+  second, state2 = jitted(_updates(np.random.default_rng(1), 9), state1)
+  assert len(traces) == 2, "the second jitted call retraced"
+  np.testing.assert_allclose(_flat(first), _flat(eager), rtol=1e-5, atol=1e-6)
+  for leaf, reference in zip(jax.tree.leaves(second), jax.tree.leaves(_params(updates))):
+    assert leaf.dtype == reference.dtype and leaf.shape == reference.shape
+  # State keeps its structure, shapes and dtypes across rounds (rounds can run under lax.scan).
+  for before, after in zip(jax.tree.leaves(state0), jax.tree.leaves(state2)):
+    assert before.shape == after.shape and before.dtype == after.dtype
+  assert jax.tree.structure(state0) == jax.tree.structure(eager_state) == jax.tree.structure(state2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_identical_clients_give_that_update(name):
+  one = _updates(np.random.default_rng(2), 1, scale=0.05)  # norm well under every bound
+  stacked = jax.tree.map(lambda leaf: jnp.repeat(leaf, 7, axis=0), one)
+  result, _ = _aggregate(_rule(name), stacked)
+  np.testing.assert_allclose(_flat(result), _flat(jax.tree.map(lambda l: l[0], one)),
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_clients_never_influence_the_result(name):
+  rng = np.random.default_rng(3)
+  real = _updates(rng, 8)
+  garbage = {"w": jnp.full((4, 3, 2), 1e30, jnp.float32).at[1].set(jnp.nan),
+             "b": jnp.full((4, 2), -1e30, jnp.float32)}
+  padded = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), real, garbage)
+  mask = np.r_[np.ones(8), np.zeros(4)]
+  weights = np.r_[rng.uniform(1, 3, 8), rng.uniform(1, 3, 4)]
+  want, _ = _aggregate(_rule(name), real, weights=weights[:8])
+  got, _ = _aggregate(_rule(name), padded, weights=weights, mask=mask)
+  np.testing.assert_allclose(_flat(got), _flat(want), rtol=1e-5, atol=1e-6)
+
+
+@settings(deadline=None, max_examples=15)
+@given(seed=st.integers(0, 2**31 - 1), clients=st.integers(7, 12), name=st.sampled_from(NAMES))
+def test_permutation_invariance(seed, clients, name):
+  rng = np.random.default_rng(seed)
+  updates = _updates(rng, clients)
+  weights = rng.uniform(1, 3, clients)
+  order = rng.permutation(clients)
+  want, _ = _aggregate(_rule(name), updates, weights=weights)
+  got, _ = _aggregate(_rule(name), jax.tree.map(lambda leaf: leaf[order], updates),
+                      weights=weights[order])
+  np.testing.assert_allclose(_flat(got), _flat(want), rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- robustness
+@settings(deadline=None, max_examples=10)
+@given(seed=st.integers(0, 2**31 - 1), outlier=st.sampled_from([1e30, -1e30, np.nan]),
+       name=st.sampled_from(sorted(RANGE_BOUNDED)))
+def test_robust_rules_stay_in_the_honest_range_under_f_outliers(seed, outlier, name):
+  rng = np.random.default_rng(seed)
+  honest = _updates(rng, 9, scale=1.0)
+  attackers = jax.tree.map(lambda leaf: jnp.full((2,) + leaf.shape[1:], outlier, leaf.dtype),
+                           honest)
+  updates = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), honest, attackers)
+  result, _ = _aggregate(RANGE_BOUNDED[name], updates)
+  low = _flat(jax.tree.map(lambda leaf: leaf.min(0), honest))
+  high = _flat(jax.tree.map(lambda leaf: leaf.max(0), honest))
+  value = _flat(result)
+  assert np.all(np.isfinite(value))
+  assert np.all(value >= low - 1e-6) and np.all(value <= high + 1e-6)
+
+
+@pytest.mark.parametrize("outlier", [1e30, -1e30, np.nan])
+def test_geometric_median_and_centered_clipping_resist_outliers(outlier):
+  rng = np.random.default_rng(4)
+  honest = _updates(rng, 9, scale=1.0)
+  attackers = jax.tree.map(lambda leaf: jnp.full((2,) + leaf.shape[1:], outlier, leaf.dtype),
+                           honest)
+  updates = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), honest, attackers)
+  center = _flat(jax.tree.map(lambda leaf: leaf.mean(0), honest))
+  spread = np.max(np.linalg.norm(
+      np.stack([_flat(jax.tree.map(lambda l: l[i], honest)) for i in range(9)]) - center, axis=1))
+  for aggregator in (geometric_median(), centered_clipping(tau=1.0, iterations=5)):
+    value = _flat(_aggregate(aggregator, updates)[0])
+    assert np.all(np.isfinite(value))
+    # Far from the 1e30 attack: within the honest clients' own spread of their mean.
+    assert np.linalg.norm(value - center) <= spread
+
+
+# ------------------------------------------------------------------------------- references
+def test_median_and_trimmed_mean_match_numpy():
+  rng = np.random.default_rng(5)
+  updates = _updates(rng, 10, scale=1.0)
+  mask = np.r_[np.ones(9), 0.0]
+  rows = np.stack([_flat(jax.tree.map(lambda l: l[i], updates)) for i in range(9)])
+  np.testing.assert_allclose(_flat(_aggregate(coordinate_median(), updates, mask=mask)[0]),
+                             np.median(rows, axis=0), rtol=1e-6, atol=1e-6)
+  cut = int(np.floor(0.25 * 9))
+  reference = np.sort(rows, axis=0)[cut:9 - cut].mean(0)
+  np.testing.assert_allclose(_flat(_aggregate(trimmed_mean(0.25), updates, mask=mask)[0]),
+                             reference, rtol=1e-5, atol=1e-6)
+
+
+def _numpy_krum(rows: np.ndarray, f: int, m: int) -> np.ndarray:
+  n = rows.shape[0]
+  distances = ((rows[:, None] - rows[None]) ** 2).sum(-1)
+  scores = [np.sort(np.delete(distances[i], i))[: n - f - 2].sum() for i in range(n)]
+  return rows[np.argsort(scores, kind="stable")[:m]].mean(0)
+
+
+@pytest.mark.parametrize("f,m", [(1, 1), (2, 1), (2, 3)])
+def test_krum_matches_numpy(f, m):
+  rng = np.random.default_rng(6)
+  updates = _updates(rng, 10, scale=1.0)
+  rows = np.stack([_flat(jax.tree.map(lambda l: l[i], updates)) for i in range(10)])
+  np.testing.assert_allclose(_flat(_aggregate(krum(f, m), updates)[0]), _numpy_krum(rows, f, m),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_norm_bounding_clips_only_large_updates():
+  rng = np.random.default_rng(7)
+  updates = _updates(rng, 6, scale=1.0)
+  bounded, _ = _aggregate(norm_bounding(1.0), updates)
+  for i in range(6):
+    before = _flat(jax.tree.map(lambda l: l[i], updates))
+    after = _flat(jax.tree.map(lambda l: l[i], bounded))
+    assert np.linalg.norm(after) <= 1.0 + 1e-5
+    if np.linalg.norm(before) <= 1.0:
+      np.testing.assert_allclose(after, before, rtol=1e-6)
+    else:
+      np.testing.assert_allclose(after / np.linalg.norm(after), before / np.linalg.norm(before),
+                                 rtol=1e-5)
+
+
+def test_centered_clipping_carries_its_center_across_rounds():
+  aggregator = centered_clipping(tau=0.01, iterations=1)
+  updates = _updates(np.random.default_rng(8), 5, scale=1.0)
+  first, state = _aggregate(aggregator, updates)
+  second, _ = _aggregate(aggregator, updates, state=state)
+  # Each round moves at most tau from where the last one ended.
+  assert np.linalg.norm(_flat(first)) <= 0.01 + 1e-6
+  assert np.linalg.norm(_flat(second) - _flat(first)) <= 0.01 + 1e-6
+  assert np.linalg.norm(_flat(second)) > np.linalg.norm(_flat(first))
+
+
+def test_invalid_hyper_parameters_are_rejected():
+  for build in (lambda: trimmed_mean(0.5), lambda: krum(-1), lambda: krum(1, 0),
+                lambda: bulyan(-1), lambda: geometric_median(0), lambda: norm_bounding(0.0),
+                lambda: centered_clipping(0.0)):
+    with pytest.raises(ValueError):
+      build()
