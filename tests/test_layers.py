@@ -311,7 +311,7 @@ def test_make_aggregator_fedavg_is_the_scaled_weighted_mean(server_learning_rate
     np.testing.assert_allclose(np.asarray(update[name]),
                                server_learning_rate * np.asarray(mean[name]), atol=1e-5)
   with pytest.raises(ValueError, match="not registered"):
-    make_aggregator(FederatedConfig(aggregator="median"))
+    make_aggregator(FederatedConfig(aggregator="no_such_rule"))
 
 
 # =================================================================================== re-rank
