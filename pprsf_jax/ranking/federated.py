@@ -48,13 +48,11 @@ def make_round(local: LocalTraining, aggregator: Aggregator, *, weighting: str) 
         jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
         for leaf in jax.tree.leaves(uploads.delta)]), axis=0)
     mask = client_mask * finite
-    # Zero out rejected uploads so a NaN cannot leak through 0 * NaN in the reducer.
-    delta = jax.tree.map(
-        lambda leaf: jnp.where(mask.reshape((-1,) + (1,) * (leaf.ndim - 1)) > 0, leaf, 0.0),
-        uploads.delta)
+    # Rejected uploads only leave the mask: every reducer honours it (by `where`, so a NaN in a
+    # masked slot cannot leak through 0 * NaN).
     weights = uploads.num_examples if weighting == "examples" else jnp.ones_like(client_mask)
     update, aggregator_state = aggregator.aggregate(
-        delta, aggregator_state, weights=weights, mask=mask,
+        uploads.delta, aggregator_state, weights=weights, mask=mask,
         key=client_key(seed_key, round_index, SERVER_STREAM), params=params)
     params = optax.apply_updates(params, update)
     example_weights = uploads.num_examples * mask
