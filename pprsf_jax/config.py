@@ -140,11 +140,22 @@ class FederatedConfig:
   trimmed_mean_beta: float = 0.1  # share trimmed from each end per coordinate
   norm_bound: float = 1.0  # L2 bound on each client's update for norm_bounding
   clipping_tau: float = 1.0  # clipping radius of centered_clipping
+  local_algorithm: str = "sgd"  # client side: sgd, fedprox or scaffold (pprsf_jax.aggregation.LOCAL_ALGORITHMS)
+  fedprox_mu: float = 0.01  # FedProx proximal weight mu
+  compression: str = "none"  # upload encoding: none, quantize or top_k (pprsf_jax.aggregation.COMPRESSORS)
+  quantization_bits: int = 8  # bits per entry of the stochastic quantizer
+  top_k_fraction: float = 0.1  # share of entries top-k sparsification sends
 
   def __post_init__(self):
     _check(self.rounds >= 1, "federated.rounds", ">= 1", self.rounds)
     _check(self.clients_per_round >= 1, "federated.clients_per_round", ">= 1", self.clients_per_round)
-    _check(bool(self.aggregator), "federated.aggregator", "a registered name", self.aggregator)
+    # Imported here: the registry imports this module, and names are checked when a config is made.
+    from pprsf_jax.aggregation import registry  # pylint: disable=import-outside-toplevel
+    for field, table in (("aggregator", registry.REDUCERS),
+                         ("local_algorithm", registry.LOCAL_ALGORITHMS),
+                         ("compression", registry.COMPRESSORS)):
+      _check(getattr(self, field) in table, f"federated.{field}", f"one of {sorted(table)}",
+             getattr(self, field))
     _check(
         self.weighting in ("examples", "uniform"),
         "federated.weighting",
@@ -164,6 +175,11 @@ class FederatedConfig:
            self.trimmed_mean_beta)
     _check(self.norm_bound > 0, "federated.norm_bound", "> 0", self.norm_bound)
     _check(self.clipping_tau > 0, "federated.clipping_tau", "> 0", self.clipping_tau)
+    _check(self.fedprox_mu >= 0, "federated.fedprox_mu", ">= 0", self.fedprox_mu)
+    _check(1 <= self.quantization_bits <= 16, "federated.quantization_bits", "in [1, 16]",
+           self.quantization_bits)
+    _check(0.0 < self.top_k_fraction <= 1.0, "federated.top_k_fraction", "in (0, 1]",
+           self.top_k_fraction)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -20,15 +20,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pprsf_jax import config as config_lib
-from pprsf_jax.aggregation import make_aggregator
+from pprsf_jax.aggregation import (client_state_bytes, init_client_states, init_server_state,
+                                   make_algorithm)
 from pprsf_jax.config import DataConfig, RecallConfig, RunConfig
 from pprsf_jax.data.dataset import FederatedDataset, build_dataset
 from pprsf_jax.data.movielens import MovieLensTables, load_movielens
 from pprsf_jax.data.synthetic import generate_synthetic
 from pprsf_jax.metrics import evaluate_lists, hit_matrix, per_user_metrics
 from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP, cohort_slice,
-                               init_params, make_item_table, make_round, num_features,
-                               rank_candidates, train_central, train_local_only)
+                               gather_client_states, init_params, make_item_table, make_round,
+                               num_features, rank_candidates, scatter_client_states,
+                               train_central, train_local_only)
 from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
 from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors
@@ -112,6 +114,10 @@ class FederatedTraining(NamedTuple):
   params: Any  # final global Theta
   losses: list[float]  # mean client training loss per round
   rejected: int  # uploads dropped as non-finite over all rounds
+  upload_bytes: float  # mean bytes per client upload, as encoded
+  dense_upload_bytes: float  # bytes of an uncompressed float32 delta
+  broadcast_bytes: float  # bytes sent down per client per round (Theta + algorithm broadcast)
+  client_state_bytes: int  # bytes of per-client state all clients together keep on device
 
 
 def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, config: RunConfig,
@@ -120,22 +126,30 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
   fed = config.federated
   num_clients = examples.mask.shape[0]
   cohort_size = min(fed.clients_per_round, num_clients)
-  aggregator = make_aggregator(fed)
-  round_fn = make_round(local, aggregator, weighting=fed.weighting)
-  params, state = theta0, aggregator.init(theta0)
+  algorithm = make_algorithm(fed, num_clients)
+  round_fn = make_round(local, algorithm)
+  server = init_server_state(algorithm, theta0)
+  clients = init_client_states(algorithm, theta0, num_clients)
   seed_key = _key(config.seed, "clients")
   item_table = jax.device_put(item_table)
-  losses, rejected = [], 0
+  losses, rejected, upload_bytes = [], 0, []
   for round_index in tqdm(range(fed.rounds), desc="federated rounds", disable=not progress):
     # The cohort depends on (seed, round) only, so a resumed run samples the same clients.
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC0407, round_index]))
     ids = np.sort(rng.choice(num_clients, cohort_size, replace=False)).astype(np.int32)
     cohort, client_ids, client_mask = cohort_slice(examples, ids, cohort_size)
-    params, state, metrics = round_fn(params, state, cohort, client_ids, client_mask, item_table,
-                                      seed_key, round_index)
+    server, rows, metrics = round_fn(server, gather_client_states(clients, client_ids), cohort,
+                                     client_ids, client_mask, item_table, seed_key, round_index)
+    scatter_client_states(clients, ids, rows)
     losses.append(float(metrics.loss))
     rejected += int(metrics.rejected)
-  return FederatedTraining(params=params, losses=losses, rejected=rejected)
+    upload_bytes.append(float(metrics.upload_bytes))
+  return FederatedTraining(
+      params=server.params, losses=losses, rejected=rejected,
+      upload_bytes=float(np.mean(upload_bytes)),
+      dense_upload_bytes=float(metrics.dense_upload_bytes),
+      broadcast_bytes=float(_parameter_bytes(server.params) + _parameter_bytes(server.broadcast)),
+      client_state_bytes=client_state_bytes(clients))
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -251,7 +265,6 @@ def run(config: RunConfig, *, progress: bool = True,
               for name in ("federated (P_FL)", "local_only (P_i)")}
   has_test = ~np.isnan(per_user["federated (P_FL)"])
   fl_user, local_user = per_user["federated (P_FL)"][has_test], per_user["local_only (P_i)"][has_test]
-  theta_bytes = _parameter_bytes(federated.params)
   return {
       "config": config_lib.to_dict(config),
       "dataset": {"name": tables.name, "source_format": tables.source_format, "users": n,
@@ -269,7 +282,8 @@ def run(config: RunConfig, *, progress: bool = True,
                     "losses": federated.losses, "rejected_uploads": federated.rejected},
       "service": service.stats._asdict(),
       "communication_bytes_per_client_per_round": {
-          "down_theta": theta_bytes, "up_delta": theta_bytes,
+          "down_theta_and_broadcast": federated.broadcast_bytes,
+          "up_update": federated.upload_bytes, "up_update_uncompressed": federated.dense_upload_bytes,
           "down_candidates": k * 12,  # id, recall score, popularity
           "down_neighbor_lists": k * config.recall.num_neighbors * 8, "up_top_t": top_t * 4},
       "timings_s": timings,

@@ -118,8 +118,11 @@ class Candidates(NamedTuple):
 class ClientUpload(NamedTuple):
   """What one client (or a stacked cohort) sends to the server after local training."""
 
-  delta: Params  # theta_i - Theta, same structure as the global params
+  delta: Params  # theta_i - Theta as the server decodes it, same structure as the global params
   num_examples: Any  # [] (or [C]) float32: valid examples the client trained on
+  num_steps: Any  # [] (or [C]) int32: local SGD steps it took (FedNova normalises by them)
+  extra: Any  # what the client-side algorithm adds (SCAFFOLD's control-variate change), or ()
+  num_bytes: Any  # [] (or [C]) float32: size on the wire of delta + extra as encoded
 
 
 class TopTRequest(NamedTuple):

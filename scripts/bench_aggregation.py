@@ -39,13 +39,14 @@ def main() -> None:
   for clients in args.clients:
     updates = {"theta": jnp.asarray(rng.normal(size=(clients, args.params)).astype(np.float32))}
     weights, mask = jnp.ones(clients), jnp.ones(clients)
+    steps = jnp.full(clients, 5, jnp.int32)
     for name in sorted(REDUCERS):
       if name in QUADRATIC and clients > args.quadratic_limit:
         results.append({"rule": name, "clients": clients, "skipped": "O(C^2) above limit"})
         continue
       aggregator = make_aggregator(FederatedConfig(aggregator=name))
       state = aggregator.init(params)
-      run = jax.jit(lambda u, s: aggregator.aggregate(u, s, weights=weights, mask=mask,
+      run = jax.jit(lambda u, s: aggregator.aggregate(u, s, weights=weights, mask=mask, steps=steps,
                                                       key=jax.random.key(0), params=params))
       start = time.perf_counter()
       jax.block_until_ready(run(updates, state))

@@ -1,10 +1,12 @@
-"""Benchmark one federated ranking round (vmapped client updates + FedAvg) and print JSON.
+"""Benchmark one federated ranking round (vmapped client updates + aggregation) and print JSON.
 
   python scripts/bench_round.py [--cohorts 100 1000] [--lists 4] [--candidates 100] [--rounds 5]
+                                [--aggregator fedavg] [--local-algorithm sgd] [--compression none]
 
 Client data are random (features do not matter for speed); shapes follow the ML-100K job:
 S candidate lists of K slots per client, the default ranking MLP and local training. Reports
-compile time, steady-state seconds per round and client updates per second for each cohort size.
+compile time, steady-state seconds per round, client updates per second and upload bytes per
+client (as encoded, and uncompressed) for each cohort size.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pprsf_jax.aggregation import make_aggregator
+from pprsf_jax.aggregation import (COMPRESSORS, LOCAL_ALGORITHMS, REDUCERS, init_client_states,
+                                   init_server_state, make_algorithm)
 from pprsf_jax.config import FederatedConfig, RankingConfig
-from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP, init_params,
-                               make_round, num_features)
+from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP,
+                               gather_client_states, init_params, make_round, num_features)
 
 NUM_ITEMS, NUM_GENRES, NUM_USER_FEATURES = 2000, 19, 42
 
@@ -47,6 +50,9 @@ def main() -> None:
   parser.add_argument("--lists", type=int, default=4)
   parser.add_argument("--candidates", type=int, default=100)
   parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--aggregator", default="fedavg", choices=sorted(REDUCERS))
+  parser.add_argument("--local-algorithm", default="sgd", choices=sorted(LOCAL_ALGORITHMS))
+  parser.add_argument("--compression", default="none", choices=sorted(COMPRESSORS))
   args = parser.parse_args()
 
   rng = np.random.default_rng(0)
@@ -59,32 +65,39 @@ def main() -> None:
   local = LocalTraining(model=model, epochs=ranking.local_epochs, batch_size=ranking.batch_size,
                         learning_rate=ranking.learning_rate)
   theta0 = init_params(model, num_features(NUM_USER_FEATURES, table), key=jax.random.key(0))
-  aggregator = make_aggregator(FederatedConfig())
+  federated = FederatedConfig(aggregator=args.aggregator, local_algorithm=args.local_algorithm,
+                              compression=args.compression)
   results = []
   for clients in args.cohorts:
-    round_fn = make_round(local, aggregator, weighting="examples")
+    algorithm = make_algorithm(federated, clients)
+    round_fn = make_round(local, algorithm)
     cohort = jax.device_put(random_cohort(rng, clients, args.lists, args.candidates))
     ids = jnp.arange(clients, dtype=jnp.int32)
     client_mask = jnp.ones(clients, jnp.float32)
-    params, state = theta0, aggregator.init(theta0)
+    server = init_server_state(algorithm, theta0)
+    states = jax.device_put(gather_client_states(
+        init_client_states(algorithm, theta0, clients), np.arange(clients)))
     start = time.perf_counter()
-    params, state, _ = round_fn(params, state, cohort, ids, client_mask, table,
-                                jax.random.key(1), 0)
-    jax.block_until_ready(params)
+    server, states, metrics = round_fn(server, states, cohort, ids, client_mask, table,
+                                       jax.random.key(1), 0)
+    jax.block_until_ready(server)
     compile_and_first = time.perf_counter() - start
     start = time.perf_counter()
     for round_index in range(1, args.rounds + 1):
-      params, state, _ = round_fn(params, state, cohort, ids, client_mask, table,
-                                  jax.random.key(1), round_index)
-    jax.block_until_ready(params)
+      server, states, metrics = round_fn(server, states, cohort, ids, client_mask, table,
+                                         jax.random.key(1), round_index)
+    jax.block_until_ready(server)
     per_round = (time.perf_counter() - start) / args.rounds
     results.append({"clients": clients, "first_round_s": round(compile_and_first, 3),
                     "seconds_per_round": round(per_round, 4),
-                    "client_updates_per_s": round(clients / per_round, 1)})
+                    "client_updates_per_s": round(clients / per_round, 1),
+                    "upload_bytes_per_client": float(metrics.upload_bytes),
+                    "uncompressed_upload_bytes": float(metrics.dense_upload_bytes)})
   print(json.dumps({
       "benchmark": "federated_ranking_round", "device": str(jax.devices()[0]),
       "backend": jax.default_backend(), "machine": platform.machine(),
-      "lists": args.lists, "candidates": args.candidates,
+      "lists": args.lists, "candidates": args.candidates, "aggregator": args.aggregator,
+      "local_algorithm": args.local_algorithm, "compression": args.compression,
       "local_epochs": ranking.local_epochs, "batch_size": ranking.batch_size,
       "results": results}, indent=2))
 

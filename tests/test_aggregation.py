@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from pprsf_jax.aggregation import (REDUCERS, bulyan, centered_clipping, coordinate_median,
-                                   geometric_median, krum, make_aggregator, norm_bounding,
-                                   trimmed_mean)
+from pprsf_jax.aggregation import (REDUCERS, as_aggregator, bulyan, centered_clipping,
+                                   coordinate_median, fednova, fednova_reducer, geometric_median,
+                                   krum, make_aggregator, mean_reducer, norm_bounding,
+                                   reduce_in_chunks, trimmed_mean, weighted_mean)
 from pprsf_jax.config import FederatedConfig
 
 NAMES = sorted(REDUCERS)
@@ -34,13 +35,14 @@ def _params(updates):
   return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape[1:], leaf.dtype), updates)
 
 
-def _aggregate(aggregator, updates, weights=None, mask=None, state=None):
+def _aggregate(aggregator, updates, weights=None, mask=None, state=None, steps=None):
   clients = jax.tree.leaves(updates)[0].shape[0]
   weights = jnp.ones(clients) if weights is None else jnp.asarray(weights, jnp.float32)
   mask = jnp.ones(clients) if mask is None else jnp.asarray(mask, jnp.float32)
+  steps = jnp.full(clients, 5, jnp.int32) if steps is None else jnp.asarray(steps, jnp.int32)
   params = _params(updates)
   state = aggregator.init(params) if state is None else state
-  return aggregator.aggregate(updates, state, weights=weights, mask=mask,
+  return aggregator.aggregate(updates, state, weights=weights, mask=mask, steps=steps,
                               key=jax.random.key(0), params=params)
 
 
@@ -64,6 +66,7 @@ def test_jit_equals_eager_without_retracing_and_keeps_dtype_and_state(name):
   def run(updates, state):
     traces.append(1)
     return aggregator.aggregate(updates, state, weights=jnp.ones(9), mask=jnp.ones(9),
+                                steps=jnp.full(9, 5, jnp.int32),
                                 key=jax.random.key(0), params=_params(updates))
 
   state0 = aggregator.init(_params(updates))
@@ -99,8 +102,9 @@ def test_padding_clients_never_influence_the_result(name):
   padded = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), real, garbage)
   mask = np.r_[np.ones(8), np.zeros(4)]
   weights = np.r_[rng.uniform(1, 3, 8), rng.uniform(1, 3, 4)]
-  want, _ = _aggregate(_rule(name), real, weights=weights[:8])
-  got, _ = _aggregate(_rule(name), padded, weights=weights, mask=mask)
+  steps = rng.integers(1, 20, 12)
+  want, _ = _aggregate(_rule(name), real, weights=weights[:8], steps=steps[:8])
+  got, _ = _aggregate(_rule(name), padded, weights=weights, mask=mask, steps=steps)
   np.testing.assert_allclose(_flat(got), _flat(want), rtol=1e-5, atol=1e-6)
 
 
@@ -110,11 +114,72 @@ def test_permutation_invariance(seed, clients, name):
   rng = np.random.default_rng(seed)
   updates = _updates(rng, clients)
   weights = rng.uniform(1, 3, clients)
+  steps = rng.integers(1, 20, clients)
   order = rng.permutation(clients)
-  want, _ = _aggregate(_rule(name), updates, weights=weights)
+  want, _ = _aggregate(_rule(name), updates, weights=weights, steps=steps)
   got, _ = _aggregate(_rule(name), jax.tree.map(lambda leaf: leaf[order], updates),
-                      weights=weights[order])
+                      weights=weights[order], steps=steps[order])
   np.testing.assert_allclose(_flat(got), _flat(want), rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- means
+def _rows(updates, clients: int) -> np.ndarray:
+  return np.stack([_flat(jax.tree.map(lambda l: l[i], updates)) for i in range(clients)])
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_fedavg_weighted_and_unweighted_match_numpy(weighted):
+  rng = np.random.default_rng(11)
+  updates = _updates(rng, 7, scale=1.0)
+  rows = _rows(updates, 7)
+  mask = np.array([1, 1, 0, 1, 1, 1, 0], np.float32)
+  weights = rng.uniform(1, 50, 7) if weighted else np.ones(7)
+  present = mask > 0
+  want = (weights[present, None] * rows[present]).sum(0) / weights[present].sum()
+  if not weighted:
+    want_plain = rows[present].mean(0)  # unweighted FedAvg: every present client counts once
+    np.testing.assert_allclose(want, want_plain, rtol=1e-12)
+  got, _ = _aggregate(_rule("fedavg"), updates, weights=weights, mask=mask)
+  np.testing.assert_allclose(_flat(got), want, rtol=1e-5, atol=1e-6)
+
+
+def test_fednova_matches_numpy_and_is_the_mean_for_equal_steps():
+  rng = np.random.default_rng(12)
+  updates = _updates(rng, 6, scale=1.0)
+  rows = _rows(updates, 6)
+  weights, steps = rng.uniform(1, 5, 6), np.array([1, 3, 8, 2, 5, 13])
+  p = weights / weights.sum()
+  want = (p * steps).sum() * (p[:, None] * rows / steps[:, None]).sum(0)
+  got, _ = _aggregate(fednova(), updates, weights=weights, steps=steps)
+  np.testing.assert_allclose(_flat(got), want, rtol=1e-5, atol=1e-6)
+  equal_steps, _ = _aggregate(fednova(), updates, weights=weights, steps=np.full(6, 4))
+  mean, _ = _aggregate(weighted_mean(), updates, weights=weights)
+  np.testing.assert_allclose(_flat(equal_steps), _flat(mean), rtol=1e-5, atol=1e-6)
+  # Unequal steps: a client that ran many steps no longer dominates.
+  assert np.abs(_flat(got) - _flat(mean)).max() > 1e-3
+
+
+@settings(deadline=None, max_examples=20)
+@given(seed=st.integers(0, 2**31 - 1), chunks=st.sampled_from([1, 2, 3, 4, 6, 12]),
+       reducer=st.sampled_from(["mean", "fednova"]))
+def test_chunked_reduction_of_sum_like_operators_equals_the_whole_cohort(seed, chunks, reducer):
+  rng = np.random.default_rng(seed)
+  sum_like = mean_reducer() if reducer == "mean" else fednova_reducer()
+  updates = _updates(rng, 12, scale=1.0)
+  weights = jnp.asarray(rng.uniform(0, 5, 12), jnp.float32)
+  mask = jnp.asarray(rng.random(12) < 0.8, jnp.float32)
+  steps = jnp.asarray(rng.integers(0, 10, 12), jnp.int32)
+  whole, _ = _aggregate(as_aggregator(sum_like), updates, weights=weights, mask=mask, steps=steps)
+  chunked = jax.jit(lambda u: reduce_in_chunks(sum_like, u, weights=weights, mask=mask,
+                                               steps=steps, chunk=12 // chunks))(updates)
+  np.testing.assert_allclose(_flat(chunked), _flat(whole), rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_reduction_rejects_a_ragged_split():
+  updates = _updates(np.random.default_rng(0), 10)
+  with pytest.raises(ValueError, match="do not split into chunks of 4"):
+    reduce_in_chunks(mean_reducer(), updates, weights=jnp.ones(10), mask=jnp.ones(10),
+                     steps=jnp.ones(10, jnp.int32), chunk=4)
 
 
 # ------------------------------------------------------------------------------- robustness

@@ -241,7 +241,8 @@ def _reduce(updates, weights, mask, stage=None):
   stage = weighted_mean() if stage is None else stage
   params = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape[1:], leaf.dtype), updates)
   reduced, _ = stage.aggregate(updates, stage.init(params), weights=jnp.asarray(weights),
-                               mask=jnp.asarray(mask), key=jax.random.key(0), params=params)
+                               mask=jnp.asarray(mask), steps=jnp.ones(len(mask), jnp.int32),
+                               key=jax.random.key(0), params=params)
   return reduced
 
 
@@ -288,7 +289,8 @@ def test_sgd_server_optimizer_adds_the_weighted_mean(learning_rate):
   weights, mask = np.array([1.0, 3.0, 2.0, 4.0], np.float32), np.ones(4, np.float32)
   fedavg = chain(weighted_mean(), server_optimizer(optax.sgd(learning_rate)))
   update, _ = fedavg.aggregate(deltas, fedavg.init(params), weights=jnp.asarray(weights),
-                               mask=jnp.asarray(mask), key=jax.random.key(0), params=params)
+                               mask=jnp.asarray(mask), steps=jnp.ones(len(mask), jnp.int32),
+                               key=jax.random.key(0), params=params)
   new_params = optax.apply_updates(params, update)
   mean = _reduce(deltas, weights, mask)
   for name in params:
@@ -305,12 +307,13 @@ def test_make_aggregator_fedavg_is_the_scaled_weighted_mean(server_learning_rate
   weights, mask = jnp.asarray([2.0, 1.0, 1.0]), jnp.ones(3)
   aggregator = make_aggregator(FederatedConfig(server_learning_rate=server_learning_rate))
   update, _ = aggregator.aggregate(deltas, aggregator.init(params), weights=weights, mask=mask,
-                                   key=jax.random.key(0), params=params)
+                                   steps=jnp.ones(3, jnp.int32), key=jax.random.key(0),
+                                   params=params)
   mean = _reduce(deltas, weights, mask)
   for name in params:
     np.testing.assert_allclose(np.asarray(update[name]),
                                server_learning_rate * np.asarray(mean[name]), atol=1e-5)
-  with pytest.raises(ValueError, match="not registered"):
+  with pytest.raises(ValueError, match="federated.aggregator='no_such_rule' is invalid"):
     make_aggregator(FederatedConfig(aggregator="no_such_rule"))
 
 

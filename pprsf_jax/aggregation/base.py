@@ -3,10 +3,11 @@
 An `Aggregator` is a pair of pure functions:
 
   state = init(params)
-  update, state = aggregate(updates, state, *, weights, mask, key, params)
+  update, state = aggregate(updates, state, *, weights, mask, steps, key, params)
 
-`updates` hold client updates stacked on a leading client axis [C, ...]; `weights` [C] and
-`mask` [C] (1 = a real client, 0 = padding) accompany them. Stages compose with `chain`:
+`updates` hold client updates stacked on a leading client axis [C, ...]; `weights` [C],
+`mask` [C] (1 = a real client, 0 = padding) and `steps` [C] (local SGD steps each client took,
+which FedNova normalises by) accompany them. Stages compose with `chain`:
 per-client maps keep the client axis, one reducer drops it, server transforms act on the reduced
 update. The final output is added to the global parameters with `optax.apply_updates`.
 """
@@ -24,7 +25,7 @@ Updates = Any  # pytree; stacked [C, ...] before the reducer, unstacked after it
 class AggregateFn(Protocol):
 
   def __call__(self, updates: Updates, state: Any, *, weights: jax.Array, mask: jax.Array,
-               key: jax.Array, params: Any) -> tuple[Updates, Any]:
+               steps: jax.Array, key: jax.Array, params: Any) -> tuple[Updates, Any]:
     ...
 
 
@@ -50,12 +51,12 @@ def chain(*stages: Aggregator) -> Aggregator:
   def init(params):
     return tuple(stage.init(params) for stage in stages)
 
-  def aggregate(updates, state, *, weights, mask, key, params):
+  def aggregate(updates, state, *, weights, mask, steps, key, params):
     new_states = []
     for index, (stage, stage_state) in enumerate(zip(stages, state)):
       updates, stage_state = stage.aggregate(
-          updates, stage_state, weights=weights, mask=mask, key=jax.random.fold_in(key, index),
-          params=params)
+          updates, stage_state, weights=weights, mask=mask, steps=steps,
+          key=jax.random.fold_in(key, index), params=params)
       new_states.append(stage_state)
     return updates, tuple(new_states)
 

@@ -1,19 +1,24 @@
-"""Aggregators by name, so configs select them; pure functions never see a config."""
+"""Federated algorithms by name, so configs select them; pure functions never see a config."""
 
 from __future__ import annotations
 
 from typing import Callable
 
+from pprsf_jax.aggregation.algorithm import FederatedAlgorithm
 from pprsf_jax.aggregation.base import Aggregator, chain
-from pprsf_jax.aggregation.mean import weighted_mean
+from pprsf_jax.aggregation.compression import (Compressor, no_compression,
+                                               stochastic_quantization, top_k_sparsification)
+from pprsf_jax.aggregation.local_algorithms import LocalAlgorithm, fedprox, local_sgd, scaffold
+from pprsf_jax.aggregation.mean import fednova, weighted_mean
 from pprsf_jax.aggregation.robust import (bulyan, centered_clipping, coordinate_median,
                                           geometric_median, krum, norm_bounding, trimmed_mean)
 from pprsf_jax.aggregation.server import make_server_optimizer, server_optimizer
 from pprsf_jax.config import FederatedConfig
 
-# Each entry builds the client-side and reducer stages; the server optimizer is appended.
+# Each entry builds the per-client map and reducer stages; the server optimizer is appended.
 REDUCERS: dict[str, Callable[[FederatedConfig], list[Aggregator]]] = {
     "fedavg": lambda config: [weighted_mean()],
+    "fednova": lambda config: [fednova()],
     "median": lambda config: [coordinate_median()],
     "trimmed_mean": lambda config: [trimmed_mean(config.trimmed_mean_beta)],
     "krum": lambda config: [krum(config.byzantine_f)],
@@ -24,12 +29,36 @@ REDUCERS: dict[str, Callable[[FederatedConfig], list[Aggregator]]] = {
     "centered_clipping": lambda config: [centered_clipping(config.clipping_tau)],
 }
 
+# Client-side algorithms: (config, number of clients in the federation) -> LocalAlgorithm.
+LOCAL_ALGORITHMS: dict[str, Callable[[FederatedConfig, int], LocalAlgorithm]] = {
+    "sgd": lambda config, num_clients: local_sgd(),
+    "fedprox": lambda config, num_clients: fedprox(config.fedprox_mu),
+    "scaffold": lambda config, num_clients: scaffold(num_clients),
+}
+
+COMPRESSORS: dict[str, Callable[[FederatedConfig], Compressor]] = {
+    "none": lambda config: no_compression(),
+    "quantize": lambda config: stochastic_quantization(config.quantization_bits),
+    "top_k": lambda config: top_k_sparsification(config.top_k_fraction),
+}
+
+
+def _lookup(table: dict, name: str, field: str):
+  if name not in table:
+    raise ValueError(f"federated.{field}={name!r} is not registered: known {sorted(table)}")
+  return table[name]
+
 
 def make_aggregator(config: FederatedConfig) -> Aggregator:
   """Reducer stages named by `config.aggregator`, then the configured server optimizer."""
-  if config.aggregator not in REDUCERS:
-    raise ValueError(
-        f"federated.aggregator={config.aggregator!r} is not registered: known {sorted(REDUCERS)}")
-  stages = REDUCERS[config.aggregator](config)
+  stages = _lookup(REDUCERS, config.aggregator, "aggregator")(config)
   optimizer = make_server_optimizer(config.server_optimizer, config.server_learning_rate)
   return chain(*stages, server_optimizer(optimizer))
+
+
+def make_algorithm(config: FederatedConfig, num_clients: int) -> FederatedAlgorithm:
+  """The whole federated algorithm a config names, for a federation of `num_clients`."""
+  local = _lookup(LOCAL_ALGORITHMS, config.local_algorithm, "local_algorithm")(config, num_clients)
+  compressor = _lookup(COMPRESSORS, config.compression, "compression")(config)
+  return FederatedAlgorithm(local=local, compressor=compressor,
+                            aggregator=make_aggregator(config), weighting=config.weighting)

@@ -53,8 +53,8 @@ def _present(rows: jax.Array, mask: jax.Array) -> jax.Array:
 def _reducer(reduce_rows) -> Aggregator:
   """A stateless reducer from a function (rows [C, P], present [C], weights [C]) -> [P]."""
 
-  def aggregate(updates, state, *, weights, mask, key, params):
-    del key, params
+  def aggregate(updates, state, *, weights, mask, steps, key, params):
+    del steps, key, params
     rows, unflatten = _flatten(updates)
     return unflatten(reduce_rows(rows, mask, weights)), state
 
@@ -211,8 +211,8 @@ def norm_bounding(max_norm: float) -> Aggregator:
   if max_norm <= 0:
     raise ValueError(f"norm_bounding: max_norm={max_norm} must be > 0")
 
-  def aggregate(updates, state, *, weights, mask, key, params):
-    del weights, mask, key, params
+  def aggregate(updates, state, *, weights, mask, steps, key, params):
+    del weights, mask, steps, key, params
     rows, _ = _flatten(updates)
     norms = jnp.linalg.norm(rows, axis=1)
     scale = jnp.minimum(1.0, safe_divide(jnp.full_like(norms, max_norm), norms))
@@ -237,8 +237,8 @@ def centered_clipping(tau: float, iterations: int = 3) -> Aggregator:
   def init(params):
     return CenteredClippingState(center=jax.tree.map(jnp.zeros_like, params))
 
-  def aggregate(updates, state, *, weights, mask, key, params):
-    del key, params
+  def aggregate(updates, state, *, weights, mask, steps, key, params):
+    del steps, key, params
     rows, unflatten = _flatten(updates)
     center, _ = _flatten(jax.tree.map(lambda leaf: leaf[None], state.center))
     present = _present(rows, mask)

@@ -16,8 +16,8 @@ from pprsf_jax.aggregation.base import Aggregator
 def server_optimizer(optimizer: optax.GradientTransformation) -> Aggregator:
   """Wraps an optax optimizer as the final, server-side stage."""
 
-  def aggregate(updates, state, *, weights, mask, key, params):
-    del weights, mask, key
+  def aggregate(updates, state, *, weights, mask, steps, key, params):
+    del weights, mask, steps, key
     pseudo_gradient = jax.tree.map(lambda u: -u, updates)
     return optimizer.update(pseudo_gradient, state, params)
 

@@ -9,12 +9,13 @@ padding (examples or whole clients) never changes what a real client computes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from pprsf_jax.aggregation import ClientState, FederatedAlgorithm, dense_bits
 from pprsf_jax.ranking.features import ClientExamples, ItemTable, client_features
 from pprsf_jax.ranking.model import RankingMLP, logits
 from pprsf_jax.types import ClientUpload
@@ -30,9 +31,16 @@ class LocalTraining:
   learning_rate: float
 
 
+# Training uses the client's key itself; compression draws from a sub-stream of it.
+COMPRESSION_STREAM = 0xC0DE
+
+GradientCorrection = Callable[[Any, Any], Any]  # (grads, params) -> grads
+
+
 class ClientMetrics(NamedTuple):
   loss: jax.Array  # [] float32 mean training loss over the client's steps (0 if none)
   steps: jax.Array  # [] int32 local steps taken
+  diverged: jax.Array  # [] bool: parameters or state went non-finite (nothing uploaded)
 
 
 def masked_bce(model: RankingMLP, params, features, labels, weights) -> jax.Array:
@@ -61,8 +69,13 @@ def _epoch_orders(mask: jax.Array, epochs: int, key: jax.Array) -> jax.Array:
 
 
 def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key: jax.Array,
-                local: LocalTraining) -> tuple[Any, ClientMetrics]:
-  """Runs one client's local SGD from `params`; returns its final parameters and metrics."""
+                local: LocalTraining,
+                correct: GradientCorrection | None = None) -> tuple[Any, ClientMetrics]:
+  """Runs one client's local SGD from `params`; returns its final parameters and metrics.
+
+  `correct(grads, params)` rewrites every step's gradient (FedProx's proximal pull, SCAFFOLD's
+  control variates); None is plain SGD.
+  """
   examples = jax.tree.map(jnp.asarray, examples)  # host arrays work outside jit too
   features = client_features(examples, item_table)  # [S * K, F]
   mask, labels = examples.mask.reshape(-1), examples.labels.reshape(-1)
@@ -85,6 +98,8 @@ def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key:
     weights = in_epoch * mask[rows]
     loss, grads = jax.value_and_grad(masked_bce, argnums=1)(
         local.model, params, features[rows], labels[rows], weights)
+    if correct is not None:
+      grads = correct(grads, params)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     active = s < total_steps
     # Steps past this client's own count are exact no-ops: keep the old state.
@@ -96,16 +111,42 @@ def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key:
   init = (params, optimizer.init(params), jnp.zeros((), jnp.float32))
   (params, _, loss_sum), _ = jax.lax.scan(
       step, init, jnp.arange(steps_per_epoch_max * local.epochs))
-  metrics = ClientMetrics(loss=loss_sum / jnp.maximum(total_steps, 1), steps=total_steps)
+  metrics = ClientMetrics(loss=loss_sum / jnp.maximum(total_steps, 1), steps=total_steps,
+                          diverged=~_all_finite(params))
   return params, metrics
 
 
 def client_update(global_params, examples: ClientExamples, item_table: ItemTable, *,
-                  key: jax.Array, local: LocalTraining) -> tuple[ClientUpload, ClientMetrics]:
-  """One client's federated update: theta_i = local_train(Theta); uploads theta_i - Theta."""
-  params, metrics = local_train(global_params, examples, item_table, key=key, local=local)
+                  key: jax.Array, local: LocalTraining, algorithm: FederatedAlgorithm,
+                  broadcast, state: ClientState) -> tuple[ClientUpload, ClientState, ClientMetrics]:
+  """One client's round: local training from Theta under the algorithm, then the encoded upload.
+
+  Returns what is uploaded, the client's proposed next state (which never leaves the device; the
+  round keeps it only if the upload is accepted) and metrics.
+  """
+  compress_key = jax.random.fold_in(key, COMPRESSION_STREAM)
+  correct = lambda grads, params: algorithm.local.correct(grads, params, global_params,
+                                                          state.local, broadcast)
+  params, metrics = local_train(global_params, examples, item_table, key=key, local=local,
+                                correct=correct)
   delta = jax.tree.map(jnp.subtract, params, global_params)
-  return ClientUpload(delta=delta, num_examples=jnp.sum(examples.mask)), metrics
+  local_state, local_upload = algorithm.local.finish(delta, state.local, broadcast, metrics.steps,
+                                                     local.learning_rate)
+  sent, compressor_state, bits = algorithm.compressor.compress(delta, state.compressor,
+                                                               compress_key)
+  upload = ClientUpload(delta=sent, num_examples=jnp.sum(examples.mask), num_steps=metrics.steps,
+                        extra=local_upload,
+                        num_bytes=bits / 8 + dense_bits(local_upload) / 8)
+  # A client whose training diverged does not upload; its proposed state must not be kept either
+  # (a NaN residual or control variate would poison all its later rounds). The round decides.
+  next_state = ClientState(local=local_state, compressor=compressor_state)
+  diverged = metrics.diverged | ~_all_finite(next_state)
+  return upload, next_state, metrics._replace(diverged=diverged)
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
+                             or [True]))
 
 
 def rank_candidates(params, examples: ClientExamples, item_table: ItemTable, *,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pprsf_jax.aggregation import Aggregator
+from pprsf_jax.aggregation import ClientState, FederatedAlgorithm, ServerState, dense_bits
 from pprsf_jax.ranking.client import LocalTraining, client_update
 from pprsf_jax.ranking.features import ClientExamples, ItemTable
 
@@ -19,9 +19,11 @@ SERVER_STREAM = 2**31 - 1
 
 
 class RoundMetrics(NamedTuple):
-  loss: jax.Array  # [] float32 example-weighted mean client training loss
+  loss: jax.Array  # [] float32 example-weighted mean training loss of the accepted clients
   clients: jax.Array  # [] int32 real clients in the cohort
-  rejected: jax.Array  # [] int32 real clients whose upload was not finite (dropped)
+  rejected: jax.Array  # [] int32 real clients whose upload was dropped (non-finite, or diverged)
+  upload_bytes: jax.Array  # [] float32 mean bytes on the wire per real client's upload
+  dense_upload_bytes: jax.Array  # [] float32 what a float32 delta alone would have cost
 
 
 def client_key(seed_key: jax.Array, round_index, client_id) -> jax.Array:
@@ -29,41 +31,65 @@ def client_key(seed_key: jax.Array, round_index, client_id) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(seed_key, round_index), client_id)
 
 
-def make_round(local: LocalTraining, aggregator: Aggregator, *, weighting: str) -> Callable:
+def _finite_rows(tree) -> jax.Array:
+  """[C] bool: every entry of the client's slice of every leaf is finite."""
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    return True
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
+                            for leaf in leaves]), axis=0)
+
+
+def make_round(local: LocalTraining, algorithm: FederatedAlgorithm) -> Callable:
   """Builds the jitted round.
 
   Returns:
-    round_fn(params, aggregator_state, cohort, client_ids, client_mask, item_table, seed_key,
-             round_index) -> (params, aggregator_state, RoundMetrics), where `cohort` is a
-    ClientExamples stacked [C, S, K, ...], `client_ids` [C] int32 and `client_mask` [C] float32.
+    round_fn(server, clients, cohort, client_ids, client_mask, item_table, seed_key, round_index)
+      -> (server, clients, RoundMetrics), where `server` is a ServerState, `clients` the cohort's
+    ClientState rows [C, ...], `cohort` a ClientExamples stacked [C, S, K, ...], `client_ids` [C]
+    int32 and `client_mask` [C] float32. Returned client rows change only for accepted clients.
   """
 
-  def round_fn(params, aggregator_state, cohort: ClientExamples, client_ids, client_mask,
-               item_table: ItemTable, seed_key, round_index):
+  def round_fn(server: ServerState, clients: ClientState, cohort: ClientExamples, client_ids,
+               client_mask, item_table: ItemTable, seed_key, round_index):
+    params = server.params
     keys = jax.vmap(lambda c: client_key(seed_key, round_index, c))(client_ids)
-    uploads, metrics = jax.vmap(
-        lambda examples, key: client_update(params, examples, item_table, key=key, local=local)
-    )(cohort, keys)
-    finite = jnp.all(jnp.stack([
-        jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
-        for leaf in jax.tree.leaves(uploads.delta)]), axis=0)
-    mask = client_mask * finite
-    # Rejected uploads only leave the mask: every reducer honours it (by `where`, so a NaN in a
-    # masked slot cannot leak through 0 * NaN).
-    weights = uploads.num_examples if weighting == "examples" else jnp.ones_like(client_mask)
-    update, aggregator_state = aggregator.aggregate(
-        uploads.delta, aggregator_state, weights=weights, mask=mask,
+
+    def one_client(examples, key, state):
+      return client_update(params, examples, item_table, key=key, local=local,
+                           algorithm=algorithm, broadcast=server.broadcast, state=state)
+
+    uploads, proposed, metrics = jax.vmap(one_client)(cohort, keys, clients)
+    # The server accepts an upload only if everything in it is finite; a diverged client sends
+    # nothing. Rejected uploads only leave the mask: every reducer honours it (by `where`, so a
+    # NaN in a masked slot cannot leak through 0 * NaN).
+    accepted = (client_mask > 0) & ~metrics.diverged & _finite_rows(uploads.delta) \
+        & _finite_rows(uploads.extra)
+    mask = accepted.astype(client_mask.dtype)
+    weights = uploads.num_examples if algorithm.weighting == "examples" else jnp.ones_like(mask)
+    update, aggregator_state = algorithm.aggregator.aggregate(
+        uploads.delta, server.aggregator, weights=weights, mask=mask, steps=uploads.num_steps,
         key=client_key(seed_key, round_index, SERVER_STREAM), params=params)
-    params = optax.apply_updates(params, update)
+    server = ServerState(
+        params=optax.apply_updates(params, update), aggregator=aggregator_state,
+        broadcast=algorithm.local.server_update(server.broadcast, uploads.extra, mask))
+    # A client keeps its new state only if the server took its upload (else both would disagree
+    # on what was sent: error feedback would lose it, SCAFFOLD's c would drift from mean c_i).
+    clients = jax.tree.map(
+        lambda new, old: jnp.where(accepted.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+        proposed, clients)
     example_weights = uploads.num_examples * mask
+    real = jnp.sum(client_mask)
     round_metrics = RoundMetrics(
         # where, not a product: a rejected client's loss may be NaN, and 0 * NaN is NaN.
-        loss=jnp.sum(jnp.where(mask > 0, metrics.loss * example_weights, 0.0))
+        loss=jnp.sum(jnp.where(accepted, metrics.loss * example_weights, 0.0))
         / jnp.maximum(jnp.sum(example_weights), 1.0),
-        clients=jnp.sum(client_mask).astype(jnp.int32),
-        rejected=jnp.sum(client_mask * (1 - finite)).astype(jnp.int32),
+        clients=real.astype(jnp.int32),
+        rejected=jnp.sum(client_mask * (1 - mask)).astype(jnp.int32),
+        upload_bytes=jnp.sum(uploads.num_bytes * client_mask) / jnp.maximum(real, 1.0),
+        dense_upload_bytes=jnp.asarray(dense_bits(params) / 8, jnp.float32),
     )
-    return params, aggregator_state, round_metrics
+    return server, clients, round_metrics
 
   return jax.jit(round_fn)
 
@@ -81,3 +107,18 @@ def cohort_slice(examples: ClientExamples, client_ids, size: int) -> tuple[Clien
   cohort = cohort._replace(
       mask=cohort.mask * client_mask.reshape((-1,) + (1,) * (cohort.mask.ndim - 1)))
   return cohort, padded_ids.astype(np.int32), client_mask
+
+
+def gather_client_states(states: ClientState, padded_ids) -> ClientState:
+  """The cohort's rows of the host-resident per-client states (padding slots repeat a row)."""
+  return jax.tree.map(lambda a: a[padded_ids], states)
+
+
+def scatter_client_states(states: ClientState, client_ids, rows: ClientState) -> None:
+  """Writes the real clients' rows (the first len(client_ids)) back into the host states."""
+  count = len(client_ids)
+
+  def put(table, new):
+    table[client_ids] = np.asarray(new[:count])
+
+  jax.tree.map(put, states, rows)
