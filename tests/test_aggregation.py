@@ -247,6 +247,33 @@ def test_krum_matches_numpy(f, m):
                              rtol=1e-5, atol=1e-6)
 
 
+def _numpy_bulyan(rows: np.ndarray, f: int) -> np.ndarray:
+  n = rows.shape[0]
+  remaining, selected = list(range(n)), []
+  while len(selected) < n - 2 * f:
+    k = max(len(remaining) - f - 2, 1)
+    scores = [sum(sorted(((rows[i] - rows[j]) ** 2).sum() for j in remaining if j != i)[:k])
+              for i in remaining]
+    # Equal scores (mutual nearest neighbours, common once k = 1) go to the smaller norm.
+    tied = [i for i, score in zip(remaining, scores) if score <= min(scores) * (1 + 1e-6)]
+    best = min(tied, key=lambda i: (rows[i] ** 2).sum())
+    selected.append(best)
+    remaining.remove(best)
+  chosen = rows[selected]
+  median = np.median(chosen, axis=0)
+  order = np.argsort(np.abs(chosen - median), axis=0, kind="stable")
+  return np.take_along_axis(chosen, order, axis=0)[: n - 4 * f].mean(0)
+
+
+@pytest.mark.parametrize("f,clients", [(0, 5), (1, 9), (2, 13)])
+def test_bulyan_matches_numpy(f, clients):
+  rng = np.random.default_rng(9)
+  updates = _updates(rng, clients, scale=1.0)
+  rows = _rows(updates, clients)
+  np.testing.assert_allclose(_flat(_aggregate(bulyan(f), updates)[0]), _numpy_bulyan(rows, f),
+                             rtol=1e-5, atol=1e-6)
+
+
 def test_norm_bounding_clips_only_large_updates():
   rng = np.random.default_rng(7)
   updates = _updates(rng, 6, scale=1.0)

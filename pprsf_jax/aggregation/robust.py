@@ -121,10 +121,14 @@ def _krum_scores(distances: jax.Array, present: jax.Array, f: int) -> jax.Array:
   return jnp.where(present, scores, jnp.inf)
 
 
-def _by_score(scores: jax.Array, rows: jax.Array) -> jax.Array:
+def _tie_break(rows: jax.Array) -> jax.Array:
+  """[C] a per-client value from the update's content, for breaking equal Krum scores."""
+  return jnp.sum(jnp.where(jnp.isfinite(rows), rows, 0.0) ** 2, axis=1)
+
+
+def _by_score(scores: jax.Array, tie_break: jax.Array) -> jax.Array:
   """Client order by Krum score. Ties (mutual nearest neighbours share a score) are broken by
   the update's content, not its slot, so the result does not depend on client order."""
-  tie_break = jnp.sum(jnp.where(jnp.isfinite(rows), rows, 0.0) ** 2, axis=1)
   return jnp.lexsort((tie_break, scores))
 
 
@@ -138,7 +142,7 @@ def krum(f: int, m: int = 1) -> Aggregator:
     del weights
     present = _present(rows, mask)
     scores = _krum_scores(_pairwise_sq_distances(rows, present), present, f)
-    order = _by_score(scores, rows)
+    order = _by_score(scores, _tie_break(rows))
     chosen = jnp.zeros(rows.shape[0], bool).at[order[:m]].set(True) & present
     chosen_rows = jnp.where(chosen[:, None], rows, 0.0)
     return safe_divide(jnp.sum(chosen_rows, axis=0), jnp.sum(chosen).astype(rows.dtype))
@@ -157,12 +161,21 @@ def bulyan(f: int) -> Aggregator:
     present = _present(rows, mask)
     count = jnp.sum(present)
     distances = _pairwise_sq_distances(rows, present)
+    tie_break = _tie_break(rows)
+    # Each client's neighbours sorted once (O(C^2 log C)); a pick then scores every remaining
+    # client by walking its sorted row in O(C), so the n - 2f picks cost O(C^3), not O(C^3 log C).
+    neighbour_order = jnp.argsort(distances, axis=1, stable=True)
+    sorted_distances = jnp.take_along_axis(distances, neighbour_order, axis=1)
 
     def pick(selected, step):
       remaining = present & ~selected
-      remaining_distances = jnp.where(remaining[:, None] & remaining[None, :], distances, jnp.inf)
-      scores = _krum_scores(remaining_distances, remaining, f)
-      best = _by_score(scores, rows)[0]
+      remaining_count = jnp.sum(remaining)
+      wanted_neighbours = jnp.maximum(remaining_count - f - 2, 1)
+      alive = remaining[neighbour_order]  # [C, C]: is the j-th nearest neighbour of i remaining
+      take = alive & (jnp.cumsum(alive, axis=1) <= wanted_neighbours)
+      scores = jnp.sum(jnp.where(take, sorted_distances, 0.0), axis=1)
+      # Remaining clients first even when their score is inf (the last of them, f = 0).
+      best = jnp.lexsort((tie_break, scores, ~remaining))[0]
       wanted = step < count - 2 * f
       return selected.at[best].set(selected[best] | (wanted & remaining[best])), None
 
