@@ -8,17 +8,90 @@ field and the allowed range. Presets live in `configs/*.py` as `get_config() -> 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
-from typing import Any
+from typing import Any, Iterable
 
 
 class ConfigError(ValueError):
   """A config field holds a value outside its allowed range."""
 
 
+_MAX_SHOWN = 200  # characters of a value shown in a message; a huge value must not bury the field
+
+
+def _describe(value: Any) -> str:
+  """`repr(value)` cut to a readable length; never raises, so a message can always be built."""
+  try:
+    text = repr(value)
+  except Exception:  # pylint: disable=broad-except
+    # E.g. an int past sys.get_int_max_str_digits(); any failure here would hide the real error.
+    if isinstance(value, int):
+      return f"<int of {value.bit_length()} bits>"
+    return f"<unprintable {type(value).__name__}>"
+  return text if len(text) <= _MAX_SHOWN else f"{text[:_MAX_SHOWN]}... ({len(text)} characters)"
+
+
+def _show(path: str) -> str:
+  """A field path as typed when it prints plainly, else quoted like a value."""
+  return path if path.isprintable() and len(path) <= _MAX_SHOWN else _describe(path)
+
+
 def _check(condition: bool, field: str, allowed: str, value: Any) -> None:
   if not condition:
-    raise ConfigError(f"{field}={value!r} is invalid: allowed {allowed}")
+    raise ConfigError(f"{field}={_describe(value)} is invalid: allowed {allowed}")
+
+
+# Numbers must be Python ints and floats (or subclasses, such as np.float64): the config is
+# written to results.json, which np.int64, np.float32 or Fraction would break at the end of a run.
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)  # True is no count
+
+
+def _is_finite_real(value: Any) -> bool:
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return False
+  try:
+    return math.isfinite(value)
+  except OverflowError:  # an int too large to become a float
+    return False
+
+
+def _interval(low: Any, high: Any, low_open: bool, high_open: bool) -> str:
+  if high is None:
+    return f"{'>' if low_open else '>='} {low}"
+  return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def _check_int(value: Any, field: str, low: int, high: int | None = None) -> None:
+  """`value` is an integer (not a bool) in [low, high] (high None: unbounded)."""
+  ok = _is_int(value) and value >= low and (high is None or value <= high)
+  _check(ok, field, f"an integer {_interval(low, high, False, False)}", value)
+
+
+def _check_real(value: Any, field: str, low: float, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False) -> None:
+  """`value` is a finite real number (not a bool) from `low` to `high`, ends closed unless open."""
+  ok = (_is_finite_real(value)
+        and (value > low if low_open else value >= low)
+        and (high is None or (value < high if high_open else value <= high)))
+  _check(ok, field, f"a finite number {_interval(low, high, low_open, high_open)}", value)
+
+
+def _check_choice(value: Any, field: str, choices: Iterable[str],
+                  allowed: str | None = None) -> None:
+  """`value` is one of the strings `choices` (the type test first: lists are unhashable)."""
+  choices = sorted(choices)
+  _check(isinstance(value, str) and value in choices, field, allowed or f"one of {choices}", value)
+
+
+def _check_text(value: Any, field: str, allowed: str) -> None:
+  """`value` is a non-empty string; NUL is refused because no name or path can hold it."""
+  _check(isinstance(value, str) and bool(value) and "\x00" not in value, field, allowed, value)
+
+
+def _check_section(value: Any, field: str, section: type) -> None:
+  _check(isinstance(value, section), field, f"a {section.__name__}", value)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -32,21 +105,16 @@ class SyntheticConfig:
   attribute_strength: float = 2.0  # how strongly private attributes steer tastes (0 = not at all)
 
   def __post_init__(self):
-    _check(self.num_users >= 2, "data.synthetic.num_users", ">= 2", self.num_users)
-    _check(self.num_items >= 20, "data.synthetic.num_items", ">= 20", self.num_items)
+    _check_int(self.num_users, "data.synthetic.num_users", 2)
+    _check_int(self.num_items, "data.synthetic.num_items", 20)
     _check(
-        10 <= self.interactions_per_user < self.num_items,
+        _is_int(self.interactions_per_user) and 10 <= self.interactions_per_user < self.num_items,
         "data.synthetic.interactions_per_user",
-        "in [10, num_items)",
+        f"an integer in [10, num_items) = [10, {self.num_items})",
         self.interactions_per_user,
     )
-    _check(self.latent_dim >= 1, "data.synthetic.latent_dim", ">= 1", self.latent_dim)
-    _check(
-        self.attribute_strength >= 0,
-        "data.synthetic.attribute_strength",
-        ">= 0",
-        self.attribute_strength,
-    )
+    _check_int(self.latent_dim, "data.synthetic.latent_dim", 1)
+    _check_real(self.attribute_strength, "data.synthetic.attribute_strength", 0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,17 +129,18 @@ class DataConfig:
   synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
 
   def __post_init__(self):
-    _check(bool(self.source), "data.source", "a non-empty name or path", self.source)
-    _check(0.0 <= self.private_share < 1.0, "data.private_share", "in [0, 1)", self.private_share)
-    _check(0.0 < self.valid_share < 0.5, "data.valid_share", "in (0, 0.5)", self.valid_share)
-    _check(0.0 < self.test_share < 0.5, "data.test_share", "in (0, 0.5)", self.test_share)
+    _check_text(self.source, "data.source", "a non-empty name or path (a string)")
+    _check_real(self.private_share, "data.private_share", 0, 1, high_open=True)
+    _check_real(self.valid_share, "data.valid_share", 0, 0.5, low_open=True, high_open=True)
+    _check_real(self.test_share, "data.test_share", 0, 0.5, low_open=True, high_open=True)
     _check(
         self.valid_share + self.test_share < 0.5,
         "data.valid_share + data.test_share",
         "< 0.5 so that most interactions train",
         self.valid_share + self.test_share,
     )
-    _check(2 <= self.label_folds <= 10, "data.label_folds", "in [2, 10]", self.label_folds)
+    _check_int(self.label_folds, "data.label_folds", 2, 10)
+    _check_section(self.synthetic, "data.synthetic", SyntheticConfig)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -90,16 +159,16 @@ class RecallConfig:
   item_chunk: int = 8192  # items scored at once during retrieval (bounds memory at [user_chunk, item_chunk])
 
   def __post_init__(self):
-    _check(self.model in ("bpr", "popularity"), "recall.model", '"bpr" or "popularity"', self.model)
-    _check(self.num_candidates >= 2, "recall.num_candidates", ">= 2", self.num_candidates)
-    _check(self.embedding_dim >= 1, "recall.embedding_dim", ">= 1", self.embedding_dim)
-    _check(self.epochs >= 1, "recall.epochs", ">= 1", self.epochs)
-    _check(self.batch_size >= 1, "recall.batch_size", ">= 1", self.batch_size)
-    _check(self.learning_rate > 0, "recall.learning_rate", "> 0", self.learning_rate)
-    _check(self.l2 >= 0, "recall.l2", ">= 0", self.l2)
-    _check(self.num_neighbors >= 1, "recall.num_neighbors", ">= 1", self.num_neighbors)
-    _check(self.user_chunk >= 1, "recall.user_chunk", ">= 1", self.user_chunk)
-    _check(self.item_chunk >= 1, "recall.item_chunk", ">= 1", self.item_chunk)
+    _check_choice(self.model, "recall.model", ("bpr", "popularity"), '"bpr" or "popularity"')
+    _check_int(self.num_candidates, "recall.num_candidates", 2)
+    _check_int(self.embedding_dim, "recall.embedding_dim", 1)
+    _check_int(self.epochs, "recall.epochs", 1)
+    _check_int(self.batch_size, "recall.batch_size", 1)
+    _check_real(self.learning_rate, "recall.learning_rate", 0, low_open=True)
+    _check_real(self.l2, "recall.l2", 0)
+    _check_int(self.num_neighbors, "recall.num_neighbors", 1)
+    _check_int(self.user_chunk, "recall.user_chunk", 1)
+    _check_int(self.item_chunk, "recall.item_chunk", 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -113,16 +182,18 @@ class RankingConfig:
   top_t: int = 20  # T: how many ranked items a client sends back (T < K)
 
   def __post_init__(self):
+    # A tuple, not a list: configs are frozen and hashable all the way down.
     _check(
-        len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
+        isinstance(self.hidden_sizes, tuple) and len(self.hidden_sizes) >= 1
+        and all(_is_int(h) and h >= 1 for h in self.hidden_sizes),
         "ranking.hidden_sizes",
-        "one or more positive widths",
+        "a non-empty tuple of integer widths >= 1",
         self.hidden_sizes,
     )
-    _check(self.local_epochs >= 1, "ranking.local_epochs", ">= 1", self.local_epochs)
-    _check(self.batch_size >= 1, "ranking.batch_size", ">= 1", self.batch_size)
-    _check(self.learning_rate > 0, "ranking.learning_rate", "> 0", self.learning_rate)
-    _check(self.top_t >= 1, "ranking.top_t", ">= 1", self.top_t)
+    _check_int(self.local_epochs, "ranking.local_epochs", 1)
+    _check_int(self.batch_size, "ranking.batch_size", 1)
+    _check_real(self.learning_rate, "ranking.learning_rate", 0, low_open=True)
+    _check_int(self.top_t, "ranking.top_t", 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -147,39 +218,28 @@ class FederatedConfig:
   top_k_fraction: float = 0.1  # share of entries top-k sparsification sends
 
   def __post_init__(self):
-    _check(self.rounds >= 1, "federated.rounds", ">= 1", self.rounds)
-    _check(self.clients_per_round >= 1, "federated.clients_per_round", ">= 1", self.clients_per_round)
+    _check_int(self.rounds, "federated.rounds", 1)
+    _check_int(self.clients_per_round, "federated.clients_per_round", 1)
     # Imported here: the registry imports this module, and names are checked when a config is made.
     from pprsf_jax.aggregation import registry  # pylint: disable=import-outside-toplevel
     for field, table in (("aggregator", registry.REDUCERS),
                          ("local_algorithm", registry.LOCAL_ALGORITHMS),
                          ("compression", registry.COMPRESSORS)):
-      _check(getattr(self, field) in table, f"federated.{field}", f"one of {sorted(table)}",
-             getattr(self, field))
-    _check(
-        self.weighting in ("examples", "uniform"),
-        "federated.weighting",
-        '"examples" or "uniform"',
-        self.weighting,
-    )
-    _check(
-        self.server_optimizer in ("sgd", "momentum", "adam", "yogi", "adagrad"),
-        "federated.server_optimizer",
-        "sgd, momentum, adam, yogi or adagrad",
-        self.server_optimizer,
-    )
-    _check(self.server_learning_rate > 0, "federated.server_learning_rate", "> 0", self.server_learning_rate)
-    _check(self.byzantine_f >= 0, "federated.byzantine_f", ">= 0", self.byzantine_f)
-    _check(self.multi_krum_m >= 1, "federated.multi_krum_m", ">= 1", self.multi_krum_m)
-    _check(0.0 <= self.trimmed_mean_beta < 0.5, "federated.trimmed_mean_beta", "in [0, 0.5)",
-           self.trimmed_mean_beta)
-    _check(self.norm_bound > 0, "federated.norm_bound", "> 0", self.norm_bound)
-    _check(self.clipping_tau > 0, "federated.clipping_tau", "> 0", self.clipping_tau)
-    _check(self.fedprox_mu >= 0, "federated.fedprox_mu", ">= 0", self.fedprox_mu)
-    _check(1 <= self.quantization_bits <= 16, "federated.quantization_bits", "in [1, 16]",
-           self.quantization_bits)
-    _check(0.0 < self.top_k_fraction <= 1.0, "federated.top_k_fraction", "in (0, 1]",
-           self.top_k_fraction)
+      _check_choice(getattr(self, field), f"federated.{field}", table)
+    _check_choice(self.weighting, "federated.weighting", ("examples", "uniform"),
+                  '"examples" or "uniform"')
+    _check_choice(self.server_optimizer, "federated.server_optimizer",
+                  ("sgd", "momentum", "adam", "yogi", "adagrad"),
+                  "sgd, momentum, adam, yogi or adagrad")
+    _check_real(self.server_learning_rate, "federated.server_learning_rate", 0, low_open=True)
+    _check_int(self.byzantine_f, "federated.byzantine_f", 0)
+    _check_int(self.multi_krum_m, "federated.multi_krum_m", 1)
+    _check_real(self.trimmed_mean_beta, "federated.trimmed_mean_beta", 0, 0.5, high_open=True)
+    _check_real(self.norm_bound, "federated.norm_bound", 0, low_open=True)
+    _check_real(self.clipping_tau, "federated.clipping_tau", 0, low_open=True)
+    _check_real(self.fedprox_mu, "federated.fedprox_mu", 0)
+    _check_int(self.quantization_bits, "federated.quantization_bits", 1, 16)
+    _check_real(self.top_k_fraction, "federated.top_k_fraction", 0, 1, low_open=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -190,8 +250,8 @@ class BaselineConfig:
   local_only_epochs: int = 20  # passes over its own examples for each client's P_i
 
   def __post_init__(self):
-    _check(self.central_epochs >= 1, "baselines.central_epochs", ">= 1", self.central_epochs)
-    _check(self.local_only_epochs >= 1, "baselines.local_only_epochs", ">= 1", self.local_only_epochs)
+    _check_int(self.central_epochs, "baselines.central_epochs", 1)
+    _check_int(self.local_only_epochs, "baselines.local_only_epochs", 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -203,13 +263,20 @@ class RerankConfig:
   cold_start_popularity_weight: float = 0.5  # for users with no public history: blend toward popularity
 
   def __post_init__(self):
-    _check(0.0 <= self.mmr_lambda <= 1.0, "rerank.mmr_lambda", "in [0, 1]", self.mmr_lambda)
     _check(
-        0.0 <= self.cold_start_popularity_weight <= 1.0,
-        "rerank.cold_start_popularity_weight",
-        "in [0, 1]",
-        self.cold_start_popularity_weight,
+        isinstance(self.strategies, tuple) and all(isinstance(s, str) for s in self.strategies),
+        "rerank.strategies",
+        "a tuple of strategy names (strings; empty for no re-rank)",
+        self.strategies,
     )
+    # Imported here, as for FederatedConfig: the registry imports this module.
+    from pprsf_jax.rerank import registry  # pylint: disable=import-outside-toplevel
+    unknown = [name for name in self.strategies if name not in registry.STRATEGIES]
+    _check(not unknown, "rerank.strategies",
+           f"names from {sorted(registry.STRATEGIES)} (unknown: {_describe(unknown)})",
+           self.strategies)
+    _check_real(self.mmr_lambda, "rerank.mmr_lambda", 0, 1)
+    _check_real(self.cold_start_popularity_weight, "rerank.cold_start_popularity_weight", 0, 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -219,7 +286,7 @@ class EvalConfig:
   top_k: int = 10  # cut-off for Recall/NDCG/MRR/Hit/Precision@k and the length of the final list
 
   def __post_init__(self):
-    _check(self.top_k >= 1, "eval.top_k", ">= 1", self.top_k)
+    _check_int(self.top_k, "eval.top_k", 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -229,6 +296,7 @@ class RunConfig:
   name: str = "pprsf"  # run name, prefix of the run folder
   seed: int = 0  # the only source of randomness
   out_dir: str = "runs"  # parent folder of run folders
+  checkpoint_every: int = 25  # save the federated training state every k rounds (0 = never)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   recall: RecallConfig = dataclasses.field(default_factory=RecallConfig)
   ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
@@ -238,8 +306,15 @@ class RunConfig:
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
   def __post_init__(self):
-    _check(bool(self.name), "name", "a non-empty string", self.name)
-    _check(0 <= self.seed < 2**31, "seed", "in [0, 2**31)", self.seed)
+    _check_text(self.name, "name", "a non-empty string")
+    _check_int(self.seed, "seed", 0, 2**31 - 1)
+    _check_text(self.out_dir, "out_dir", "a non-empty folder path (a string)")
+    _check_int(self.checkpoint_every, "checkpoint_every", 0)
+    for field, section in (("data", DataConfig), ("recall", RecallConfig),
+                           ("ranking", RankingConfig), ("federated", FederatedConfig),
+                           ("baselines", BaselineConfig), ("rerank", RerankConfig),
+                           ("eval", EvalConfig)):
+      _check_section(getattr(self, field), field, section)
     _check(
         self.ranking.top_t < self.recall.num_candidates,
         "ranking.top_t",
@@ -259,55 +334,99 @@ def to_dict(config: Any) -> dict[str, Any]:
   return dataclasses.asdict(config)
 
 
+_EXPECTED = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_EXPECTED_MANY = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+
+
+def _parse_scalar(text: str, annotation: Any) -> Any:
+  """`text` as an int, float, str or bool; raises ValueError when it is not one."""
+  if annotation is bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+      return True
+    if lowered in ("false", "0", "no"):
+      return False
+    raise ValueError(text)
+  return annotation(text)  # int() and float() raise only ValueError on a str
+
+
 def _parse_value(text: str, annotation: Any, field: str) -> Any:
-  """Parses `text` as a value of the field's annotated type."""
-  origin = typing.get_origin(annotation)
-  try:
-    if annotation is bool:
-      lowered = text.lower()
-      if lowered in ("true", "1", "yes"):
-        return True
-      if lowered in ("false", "0", "no"):
-        return False
-      raise ValueError(text)
-    if annotation in (int, float, str):
-      return annotation(text)
-    if origin is tuple:
-      (element, _) = typing.get_args(annotation)
-      parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
-      return tuple(_parse_value(p.strip(), element, field) for p in parts)
-  except ValueError:
-    raise ConfigError(f"{field}={text!r} is invalid: expected {annotation}") from None
+  """Parses `text` as the field's annotated type (the range is checked on construction)."""
+  if annotation in _EXPECTED:
+    try:
+      return _parse_scalar(text, annotation)
+    except ValueError:
+      raise ConfigError(f"{field}={_describe(text)} is invalid: expected {_EXPECTED[annotation]}"
+                        ) from None
+  args = typing.get_args(annotation)
+  if (typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis
+      and args[0] in _EXPECTED):
+    element = args[0]
+    # "(8, 4)", "[8, 4]" and "8,4" all mean (8, 4); empty pieces are dropped, so "" is ().
+    parts = [part.strip() for part in text.strip("()[] ").split(",")]
+    try:
+      return tuple(_parse_scalar(part, element) for part in parts if part)
+    except ValueError:
+      raise ConfigError(f"{field}={_describe(text)} is invalid: expected "
+                        f"{_EXPECTED_MANY[element]} separated by commas, as in (a, b)") from None
   raise ConfigError(f"{field} cannot be set from the command line (type {annotation})")
 
 
 def apply_overrides(config: Any, overrides: list[str]) -> Any:
   """Returns `config` with `section.field=value` overrides applied (and re-validated).
 
+  All overrides are parsed first and each section is rebuilt once, so their order does not
+  matter (`recall.num_candidates=10 ranking.top_t=5` works either way); a field given twice
+  takes its last value.
+
   >>> apply_overrides(RunConfig(), ["federated.rounds=3"]).federated.rounds
   3
+
+  Raises:
+    ConfigError: An override is malformed, names no field, cannot be parsed, or gives a value
+      outside the field's allowed range.
   """
+  # A list or tuple only: a lone string would otherwise be read one character at a time.
+  if not isinstance(overrides, (list, tuple)):
+    raise ConfigError(f"overrides must be a list of section.field=value strings, "
+                      f"not {_describe(overrides)}")
+  changes: dict[str, Any] = {}
   for override in overrides:
+    if not isinstance(override, str):
+      raise ConfigError(f"override {_describe(override)} is not a section.field=value string")
     path, sep, text = override.partition("=")
     if not sep or not path:
-      raise ConfigError(f"override {override!r} is not of the form section.field=value")
-    config = _replace_path(config, path.split("."), text, path)
-  return config
+      raise ConfigError(f"override {_describe(override)} is not of the form section.field=value")
+    _record(config, path, text, changes)
+  return _rebuild(config, changes)
 
 
-def _replace_path(node: Any, parts: list[str], text: str, full: str) -> Any:
-  if not dataclasses.is_dataclass(node):
-    raise ConfigError(f"{full}: {parts[0]!r} is not a config section")
-  hints = typing.get_type_hints(type(node))
-  name = parts[0]
-  if name not in hints or name not in {f.name for f in dataclasses.fields(node)}:
-    known = ", ".join(f.name for f in dataclasses.fields(node))
-    raise ConfigError(f"{full}: unknown field {name!r} (known: {known})")
-  if len(parts) == 1:
-    if dataclasses.is_dataclass(getattr(node, name)):
-      raise ConfigError(f"{full} is a section; set one of its fields")
-    value = _parse_value(text, hints[name], full)
-  else:
-    value = _replace_path(getattr(node, name), parts[1:], text, full)
-  return dataclasses.replace(node, **{name: value})
+def _record(config: Any, path: str, text: str, changes: dict[str, Any]) -> None:
+  """Parses one override into `changes`, a nested {field: value or {field: ...}} dict."""
+  parts = path.split(".")
+  node, level = config, changes
+  for depth, name in enumerate(parts):
+    if not dataclasses.is_dataclass(node) or isinstance(node, type):
+      where = ".".join(parts[:depth]) or f"the config ({type(node).__name__})"
+      raise ConfigError(f"{_show(path)}: {where} is a field, not a config section")
+    fields = [field.name for field in dataclasses.fields(node)]
+    hints = typing.get_type_hints(type(node))
+    if name not in fields or name not in hints:
+      raise ConfigError(f"{_show(path)}: unknown field {_describe(name)} "
+                        f"(known: {', '.join(fields)})")
+    child = getattr(node, name)
+    if depth < len(parts) - 1:
+      node, level = child, level.setdefault(name, {})
+    elif dataclasses.is_dataclass(child):
+      raise ConfigError(f"{path} is a section; set one of its fields")
+    else:
+      level[name] = _parse_value(text, hints[name], path)
 
+
+def _rebuild(node: Any, changes: dict[str, Any]) -> Any:
+  """`node` with `changes` applied, each changed section rebuilt (and so validated) once."""
+  if not changes:
+    return node
+  values = {name: _rebuild(getattr(node, name), change) if isinstance(change, dict) else change
+            for name, change in changes.items()}
+  return dataclasses.replace(node, **values)

@@ -11,6 +11,7 @@ only, P_i, P_Sum) are trained beside the pipeline on the same data.
 from __future__ import annotations
 
 import functools
+import pathlib
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -20,8 +21,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pprsf_jax import config as config_lib
-from pprsf_jax.aggregation import (client_state_bytes, init_client_states, init_server_state,
-                                   make_algorithm)
+from pprsf_jax import checkpoint
+from pprsf_jax.aggregation import (client_state_bytes, dense_bits, init_client_states,
+                                   init_server_state, make_algorithm)
 from pprsf_jax.config import DataConfig, RecallConfig, RunConfig
 from pprsf_jax.data.dataset import FederatedDataset, build_dataset
 from pprsf_jax.data.movielens import MovieLensTables, load_movielens
@@ -121,19 +123,40 @@ class FederatedTraining(NamedTuple):
 
 
 def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, config: RunConfig,
-                    local: LocalTraining, *, progress: bool) -> FederatedTraining:
-  """Rounds of: sample a cohort, gather its padded batch on the host, run the jitted round."""
+                    local: LocalTraining, *, progress: bool,
+                    checkpoints: pathlib.Path | None = None,
+                    log: Callable[[str], None] = lambda message: None) -> FederatedTraining:
+  """Rounds of: sample a cohort, gather its padded batch on the host, run the jitted round.
+
+  With `checkpoints`, the whole training state is saved there every `config.checkpoint_every`
+  rounds (and after the last), and training resumes from the newest good checkpoint found:
+  a resumed run ends bit for bit where an uninterrupted one would.
+  """
   fed = config.federated
   num_clients = examples.mask.shape[0]
   cohort_size = min(fed.clients_per_round, num_clients)
   algorithm = make_algorithm(fed, num_clients)
   round_fn = make_round(local, algorithm)
-  server = init_server_state(algorithm, theta0)
-  clients = init_client_states(algorithm, theta0, num_clients)
   seed_key = _key(config.seed, "clients")
   item_table = jax.device_put(item_table)
-  losses, rejected, upload_bytes = [], 0, []
-  for round_index in tqdm(range(fed.rounds), desc="federated rounds", disable=not progress):
+  # Everything a resumed run needs, in fixed shapes (a checkpoint must fit its template).
+  state = {
+      "server": init_server_state(algorithm, theta0),
+      "clients": init_client_states(algorithm, theta0, num_clients),
+      "loss": np.zeros(fed.rounds, np.float64),
+      "rejected": np.zeros(fed.rounds, np.int64),
+      "upload_bytes": np.zeros(fed.rounds, np.float64),
+  }
+  first_round = 0
+  if checkpoints is not None:
+    restored = checkpoint.restore_latest(checkpoints, state, log=log)
+    if restored is not None:
+      done, state = restored
+      first_round = done + 1
+      log(f"resumed after round {done + 1} of {fed.rounds} from {checkpoints}")
+  server, clients = state["server"], state["clients"]
+  for round_index in tqdm(range(first_round, fed.rounds), desc="federated rounds",
+                          initial=first_round, total=fed.rounds, disable=not progress):
     # The cohort depends on (seed, round) only, so a resumed run samples the same clients.
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC0407, round_index]))
     ids = np.sort(rng.choice(num_clients, cohort_size, replace=False)).astype(np.int32)
@@ -141,13 +164,19 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
     server, rows, metrics = round_fn(server, gather_client_states(clients, client_ids), cohort,
                                      client_ids, client_mask, item_table, seed_key, round_index)
     scatter_client_states(clients, ids, rows)
-    losses.append(float(metrics.loss))
-    rejected += int(metrics.rejected)
-    upload_bytes.append(float(metrics.upload_bytes))
+    state["loss"][round_index] = float(metrics.loss)
+    state["rejected"][round_index] = int(metrics.rejected)
+    state["upload_bytes"][round_index] = float(metrics.upload_bytes)
+    last = round_index == fed.rounds - 1
+    if checkpoints is not None and config.checkpoint_every and (
+        (round_index + 1) % config.checkpoint_every == 0 or last):
+      state["server"], state["clients"] = server, clients
+      checkpoint.save(checkpoints, round_index, state)
   return FederatedTraining(
-      params=server.params, losses=losses, rejected=rejected,
-      upload_bytes=float(np.mean(upload_bytes)),
-      dense_upload_bytes=float(metrics.dense_upload_bytes),
+      params=server.params, losses=[float(loss) for loss in state["loss"]],
+      rejected=int(state["rejected"].sum()),
+      upload_bytes=float(state["upload_bytes"].mean()),
+      dense_upload_bytes=float(dense_bits(server.params) / 8),
       broadcast_bytes=float(_parameter_bytes(server.params) + _parameter_bytes(server.broadcast)),
       client_state_bytes=client_state_bytes(clients))
 
@@ -159,8 +188,13 @@ def _parameter_bytes(params) -> int:
 
 def run(config: RunConfig, *, progress: bool = True,
         tables: MovieLensTables | None = None,
-        log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
-  """Runs PPRSF end to end and returns the results (see README for the keys)."""
+        log: Callable[[str], None] = lambda message: None,
+        run_dir: pathlib.Path | None = None) -> dict[str, Any]:
+  """Runs PPRSF end to end and returns the results (see README for the keys).
+
+  With `run_dir`, federated training checkpoints into `run_dir/checkpoints` and resumes from
+  there; every other stage is deterministic and cheap, so it is recomputed.
+  """
   timings: dict[str, float] = {}
   clock = time.perf_counter()
 
@@ -203,7 +237,8 @@ def run(config: RunConfig, *, progress: bool = True,
   theta0 = init_params(model, num_features(private.user_features.shape[1], item_table),
                        key=_key(config.seed, "theta0"))
   federated = train_federated(theta0, train_examples, item_table, config, local,
-                              progress=progress)
+                              progress=progress, log=log,
+                              checkpoints=None if run_dir is None else run_dir / "checkpoints")
   lap("federated_training")
   central = train_central(theta0, train_examples, item_table, key=_key(config.seed, "central"),
                           local=local, epochs=config.baselines.central_epochs)

@@ -33,14 +33,52 @@ def results_table(results: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def write_run_folder(results: dict[str, Any], out_dir: str, name: str) -> pathlib.Path:
-  """Writes results.json and results.md into a new folder <out_dir>/<name>-<timestamp>."""
+def new_run_folder(out_dir: str, name: str) -> pathlib.Path:
+  """Creates and returns a new, empty folder <out_dir>/<name>-<timestamp>[~k]."""
   folder = pathlib.Path(out_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
   suffix = 1
   while folder.exists():
     folder = folder.with_name(f"{folder.name.split('~')[0]}~{suffix}")
     suffix += 1
   folder.mkdir(parents=True)
+  return folder
+
+
+class RunFolderMismatch(ValueError):
+  """A run folder was started with a different config than the one given to resume it."""
+
+
+def claim_run_folder(folder: pathlib.Path, config: dict[str, Any]) -> bool:
+  """Records `config` in folder/config.json, or checks it equals the one recorded there.
+
+  Returns True if the folder already held this run (a resume). A different config in the same
+  folder is refused, naming the fields that differ: its checkpoints belong to another run.
+  """
+  folder.mkdir(parents=True, exist_ok=True)
+  recorded = folder / "config.json"
+  if recorded.exists():
+    before = json.loads(recorded.read_text())
+    if before != config:
+      raise RunFolderMismatch(
+          f"{folder} was started with a different config ({', '.join(_differences(before, config))}); "
+          "use a new --run-dir or the original config")
+    return True
+  temporary = recorded.with_suffix(".json.tmp")
+  temporary.write_text(json.dumps(config, indent=2) + "\n")
+  temporary.replace(recorded)
+  return False
+
+
+def _differences(before: Any, after: Any, prefix: str = "") -> list[str]:
+  if isinstance(before, dict) and isinstance(after, dict):
+    out = []
+    for key in sorted(set(before) | set(after)):
+      out += _differences(before.get(key), after.get(key), f"{prefix}{key}.")
+    return out
+  return [] if before == after else [f"{prefix.rstrip('.')}: {before!r} -> {after!r}"]
+
+
+def write_results(results: dict[str, Any], folder: pathlib.Path, name: str) -> None:
+  """Writes results.json and results.md into the run folder."""
   (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
   (folder / "results.md").write_text(f"# {name}\n\n{results_table(results)}\n")
-  return folder
