@@ -216,6 +216,10 @@ class FederatedConfig:
   compression: str = "none"  # upload encoding: none, quantize or top_k (pprsf_jax.aggregation.COMPRESSORS)
   quantization_bits: int = 8  # bits per entry of the stochastic quantizer
   top_k_fraction: float = 0.1  # share of entries top-k sparsification sends
+  max_update_norm: float = 0.0  # server rejects an upload whose L2 norm exceeds this (0 = no bound)
+  dropout_rate: float = 0.0  # simulated: chance a sampled client leaves before uploading
+  straggler_rate: float = 0.0  # simulated: chance a sampled client runs out of time early
+  straggler_min_work: float = 0.25  # a straggler completes a uniform share in [this, 1) of its steps
 
   def __post_init__(self):
     _check_int(self.rounds, "federated.rounds", 1)
@@ -240,6 +244,10 @@ class FederatedConfig:
     _check_real(self.fedprox_mu, "federated.fedprox_mu", 0)
     _check_int(self.quantization_bits, "federated.quantization_bits", 1, 16)
     _check_real(self.top_k_fraction, "federated.top_k_fraction", 0, 1, low_open=True)
+    _check_real(self.max_update_norm, "federated.max_update_norm", 0)
+    _check_real(self.dropout_rate, "federated.dropout_rate", 0, 1, high_open=True)
+    _check_real(self.straggler_rate, "federated.straggler_rate", 0, 1)
+    _check_real(self.straggler_min_work, "federated.straggler_min_work", 0, 1, low_open=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -34,6 +34,7 @@ from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, Ranking
                                num_features, rank_candidates, scatter_client_states,
                                train_central, train_local_only)
 from pprsf_jax.ranking.examples import build_examples, stack_lists
+from pprsf_jax.ranking.faults import FaultModel
 from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
 from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors
 from pprsf_jax.recall.model import RecallParams
@@ -115,7 +116,9 @@ def _rank_all(params, examples: ClientExamples, item_table: ItemTable, *, model:
 class FederatedTraining(NamedTuple):
   params: Any  # final global Theta
   losses: list[float]  # mean client training loss per round
-  rejected: int  # uploads dropped as non-finite over all rounds
+  rejected: int  # uploads refused (non-finite, over the norm bound, diverged) over all rounds
+  dropped: int  # sampled clients that left before uploading (simulated), over all rounds
+  stragglers: int  # sampled clients that completed only part of their steps, over all rounds
   upload_bytes: float  # mean bytes per client upload, as encoded
   dense_upload_bytes: float  # bytes of an uncompressed float32 delta
   broadcast_bytes: float  # bytes sent down per client per round (Theta + algorithm broadcast)
@@ -136,7 +139,10 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
   num_clients = examples.mask.shape[0]
   cohort_size = min(fed.clients_per_round, num_clients)
   algorithm = make_algorithm(fed, num_clients)
-  round_fn = make_round(local, algorithm)
+  round_fn = make_round(local, algorithm, max_update_norm=fed.max_update_norm,
+                        faults=FaultModel(dropout_rate=fed.dropout_rate,
+                                          straggler_rate=fed.straggler_rate,
+                                          straggler_min_work=fed.straggler_min_work))
   seed_key = _key(config.seed, "clients")
   item_table = jax.device_put(item_table)
   # Everything a resumed run needs, in fixed shapes (a checkpoint must fit its template).
@@ -145,6 +151,8 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
       "clients": init_client_states(algorithm, theta0, num_clients),
       "loss": np.zeros(fed.rounds, np.float64),
       "rejected": np.zeros(fed.rounds, np.int64),
+      "dropped": np.zeros(fed.rounds, np.int64),
+      "stragglers": np.zeros(fed.rounds, np.int64),
       "upload_bytes": np.zeros(fed.rounds, np.float64),
   }
   first_round = 0
@@ -166,6 +174,8 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
     scatter_client_states(clients, ids, rows)
     state["loss"][round_index] = float(metrics.loss)
     state["rejected"][round_index] = int(metrics.rejected)
+    state["dropped"][round_index] = int(metrics.dropped)
+    state["stragglers"][round_index] = int(metrics.stragglers)
     state["upload_bytes"][round_index] = float(metrics.upload_bytes)
     last = round_index == fed.rounds - 1
     if checkpoints is not None and config.checkpoint_every and (
@@ -174,7 +184,8 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
       checkpoint.save(checkpoints, round_index, state)
   return FederatedTraining(
       params=server.params, losses=[float(loss) for loss in state["loss"]],
-      rejected=int(state["rejected"].sum()),
+      rejected=int(state["rejected"].sum()), dropped=int(state["dropped"].sum()),
+      stragglers=int(state["stragglers"].sum()),
       upload_bytes=float(state["upload_bytes"].mean()),
       dense_upload_bytes=float(dense_bits(server.params) / 8),
       broadcast_bytes=float(_parameter_bytes(server.params) + _parameter_bytes(server.broadcast)),
@@ -314,7 +325,9 @@ def run(config: RunConfig, *, progress: bool = True,
                      "fl_beats_local_share": float(np.mean(fl_user > local_user)),
                      "fl_ties_local_share": float(np.mean(fl_user == local_user))},
       "federated": {"rounds": config.federated.rounds, "final_loss": federated.losses[-1],
-                    "losses": federated.losses, "rejected_uploads": federated.rejected},
+                    "losses": federated.losses, "rejected_uploads": federated.rejected,
+                    "dropped_clients": federated.dropped,
+                    "straggler_clients": federated.stragglers},
       "service": service.stats._asdict(),
       "communication_bytes_per_client_per_round": {
           "down_theta_and_broadcast": federated.broadcast_bytes,

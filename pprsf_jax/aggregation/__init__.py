@@ -23,16 +23,17 @@ from pprsf_jax.aggregation.robust import (CenteredClippingState, bulyan, centere
                                           coordinate_median, geometric_median, krum, norm_bounding,
                                           trimmed_mean)
 from pprsf_jax.aggregation.server import make_server_optimizer, server_optimizer
+from pprsf_jax.aggregation.validation import StackedUploads, check_upload, stack_uploads
 
 __all__ = [
     "COMPRESSORS", "LOCAL_ALGORITHMS", "REDUCERS", "Aggregator", "CenteredClippingState",
     "ClientState", "Compressor", "EmptyState", "ErrorFeedbackState", "FederatedAlgorithm",
     "LocalAlgorithm", "MeanPartial", "ScaffoldClient", "ScaffoldServer", "ServerState",
-    "SumReducer", "add_partials", "as_aggregator", "bulyan", "centered_clipping", "chain",
+    "StackedUploads", "SumReducer", "add_partials", "as_aggregator", "bulyan", "centered_clipping", "chain", "check_upload",
     "client_state_bytes", "coordinate_median", "dense_bits", "fednova", "fednova_reducer",
     "fedprox", "geometric_median", "init_client_states", "init_server_state", "krum",
     "local_sgd", "make_aggregator", "make_algorithm", "make_server_optimizer", "mean_reducer",
     "no_compression", "norm_bounding", "reduce_in_chunks", "safe_divide", "scaffold",
-    "server_optimizer", "stochastic_quantization", "top_k_sparsification", "trimmed_mean",
+    "server_optimizer", "stack_uploads", "stochastic_quantization", "top_k_sparsification", "trimmed_mean",
     "weighted_mean",
 ]

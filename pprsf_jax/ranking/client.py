@@ -69,12 +69,13 @@ def _epoch_orders(mask: jax.Array, epochs: int, key: jax.Array) -> jax.Array:
 
 
 def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key: jax.Array,
-                local: LocalTraining,
-                correct: GradientCorrection | None = None) -> tuple[Any, ClientMetrics]:
+                local: LocalTraining, correct: GradientCorrection | None = None,
+                work: jax.Array | float = 1.0) -> tuple[Any, ClientMetrics]:
   """Runs one client's local SGD from `params`; returns its final parameters and metrics.
 
   `correct(grads, params)` rewrites every step's gradient (FedProx's proximal pull, SCAFFOLD's
-  control variates); None is plain SGD.
+  control variates); None is plain SGD. A straggler completes only the share `work` in (0, 1] of
+  its steps (at least one, if it has any).
   """
   examples = jax.tree.map(jnp.asarray, examples)  # host arrays work outside jit too
   features = client_features(examples, item_table)  # [S * K, F]
@@ -84,7 +85,9 @@ def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key:
   steps_per_epoch_max = -(-length // batch)
   num_examples = jnp.sum(mask).astype(jnp.int32)
   steps_per_epoch = (num_examples + batch - 1) // batch
-  total_steps = steps_per_epoch * local.epochs
+  planned_steps = steps_per_epoch * local.epochs
+  total_steps = jnp.minimum(
+      planned_steps, jnp.maximum(1, jnp.floor(planned_steps * work).astype(jnp.int32)))
   orders = _epoch_orders(examples.mask, local.epochs, key)
   orders = jnp.pad(orders, ((0, 0), (0, steps_per_epoch_max * batch - length)))
   optimizer = optax.sgd(local.learning_rate)
@@ -118,7 +121,8 @@ def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key:
 
 def client_update(global_params, examples: ClientExamples, item_table: ItemTable, *,
                   key: jax.Array, local: LocalTraining, algorithm: FederatedAlgorithm,
-                  broadcast, state: ClientState) -> tuple[ClientUpload, ClientState, ClientMetrics]:
+                  broadcast, state: ClientState,
+                  work: jax.Array | float = 1.0) -> tuple[ClientUpload, ClientState, ClientMetrics]:
   """One client's round: local training from Theta under the algorithm, then the encoded upload.
 
   Returns what is uploaded, the client's proposed next state (which never leaves the device; the
@@ -128,7 +132,7 @@ def client_update(global_params, examples: ClientExamples, item_table: ItemTable
   correct = lambda grads, params: algorithm.local.correct(grads, params, global_params,
                                                           state.local, broadcast)
   params, metrics = local_train(global_params, examples, item_table, key=key, local=local,
-                                correct=correct)
+                                correct=correct, work=work)
   delta = jax.tree.map(jnp.subtract, params, global_params)
   local_state, local_upload = algorithm.local.finish(delta, state.local, broadcast, metrics.steps,
                                                      local.learning_rate)

@@ -11,6 +11,7 @@ import optax
 
 from pprsf_jax.aggregation import ClientState, FederatedAlgorithm, ServerState, dense_bits
 from pprsf_jax.ranking.client import LocalTraining, client_update
+from pprsf_jax.ranking.faults import FaultModel, draw_faults
 from pprsf_jax.ranking.features import ClientExamples, ItemTable
 
 
@@ -21,8 +22,10 @@ SERVER_STREAM = 2**31 - 1
 class RoundMetrics(NamedTuple):
   loss: jax.Array  # [] float32 example-weighted mean training loss of the accepted clients
   clients: jax.Array  # [] int32 real clients in the cohort
-  rejected: jax.Array  # [] int32 real clients whose upload was dropped (non-finite, or diverged)
-  upload_bytes: jax.Array  # [] float32 mean bytes on the wire per real client's upload
+  rejected: jax.Array  # [] int32 uploads refused: non-finite, over the norm bound, or diverged
+  dropped: jax.Array  # [] int32 real clients that left before uploading (simulated)
+  stragglers: jax.Array  # [] int32 real clients that completed only part of their steps
+  upload_bytes: jax.Array  # [] float32 mean bytes on the wire per upload that arrived
   dense_upload_bytes: jax.Array  # [] float32 what a float32 delta alone would have cost
 
 
@@ -40,8 +43,18 @@ def _finite_rows(tree) -> jax.Array:
                             for leaf in leaves]), axis=0)
 
 
-def make_round(local: LocalTraining, algorithm: FederatedAlgorithm) -> Callable:
+def _norms(tree) -> jax.Array:
+  """[C] L2 norm of each client's slice of the stacked tree."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.reshape(leaf.shape[0], -1)), axis=1)
+                      for leaf in jax.tree.leaves(tree)))
+
+
+def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
+               faults: FaultModel = FaultModel(), max_update_norm: float = 0.0) -> Callable:
   """Builds the jitted round.
+
+  `faults` simulates dropouts and stragglers; the server refuses uploads that are not finite or,
+  with `max_update_norm` > 0, whose update is longer than it (a refused client keeps its state).
 
   Returns:
     round_fn(server, clients, cohort, client_ids, client_mask, item_table, seed_key, round_index)
@@ -55,38 +68,52 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm) -> Callable:
     params = server.params
     keys = jax.vmap(lambda c: client_key(seed_key, round_index, c))(client_ids)
 
-    def one_client(examples, key, state):
-      return client_update(params, examples, item_table, key=key, local=local,
-                           algorithm=algorithm, broadcast=server.broadcast, state=state)
+    client_faults = jax.vmap(lambda key: draw_faults(key, faults))(keys)
 
-    uploads, proposed, metrics = jax.vmap(one_client)(cohort, keys, clients)
-    # The server accepts an upload only if everything in it is finite; a diverged client sends
-    # nothing. Rejected uploads only leave the mask: every reducer honours it (by `where`, so a
-    # NaN in a masked slot cannot leak through 0 * NaN).
-    accepted = (client_mask > 0) & ~metrics.diverged & _finite_rows(uploads.delta) \
-        & _finite_rows(uploads.extra)
+    def one_client(examples, key, state, work):
+      return client_update(params, examples, item_table, key=key, local=local,
+                           algorithm=algorithm, broadcast=server.broadcast, state=state,
+                           work=work)
+
+    uploads, proposed, metrics = jax.vmap(one_client)(cohort, keys, clients, client_faults.work)
+    real = client_mask > 0
+    arrived = real & ~client_faults.dropped & ~metrics.diverged  # a diverged client sends nothing
+    # The server accepts an upload only if everything in it is finite and within the norm bound.
+    # Refused uploads only leave the mask: every reducer honours it (by `where`, so a NaN in a
+    # masked slot cannot leak through 0 * NaN).
+    valid = _finite_rows(uploads.delta) & _finite_rows(uploads.extra)
+    if max_update_norm > 0:
+      valid = valid & (_norms(uploads.delta) <= max_update_norm)
+    accepted = arrived & valid
     mask = accepted.astype(client_mask.dtype)
     weights = uploads.num_examples if algorithm.weighting == "examples" else jnp.ones_like(mask)
     update, aggregator_state = algorithm.aggregator.aggregate(
         uploads.delta, server.aggregator, weights=weights, mask=mask, steps=uploads.num_steps,
         key=client_key(seed_key, round_index, SERVER_STREAM), params=params)
-    server = ServerState(
+    stepped = ServerState(
         params=optax.apply_updates(params, update), aggregator=aggregator_state,
         broadcast=algorithm.local.server_update(server.broadcast, uploads.extra, mask))
+    # A round in which nothing was accepted changes nothing: no server-optimizer step on a zero
+    # update (momentum would otherwise move Theta on no evidence), no state drift.
+    nothing = ~jnp.any(accepted)
+    server = jax.tree.map(lambda old, new: jnp.where(nothing, old, new), server, stepped)
     # A client keeps its new state only if the server took its upload (else both would disagree
     # on what was sent: error feedback would lose it, SCAFFOLD's c would drift from mean c_i).
     clients = jax.tree.map(
         lambda new, old: jnp.where(accepted.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
         proposed, clients)
     example_weights = uploads.num_examples * mask
-    real = jnp.sum(client_mask)
+    count = lambda flags: jnp.sum(flags).astype(jnp.int32)
     round_metrics = RoundMetrics(
         # where, not a product: a rejected client's loss may be NaN, and 0 * NaN is NaN.
         loss=jnp.sum(jnp.where(accepted, metrics.loss * example_weights, 0.0))
         / jnp.maximum(jnp.sum(example_weights), 1.0),
-        clients=real.astype(jnp.int32),
-        rejected=jnp.sum(client_mask * (1 - mask)).astype(jnp.int32),
-        upload_bytes=jnp.sum(uploads.num_bytes * client_mask) / jnp.maximum(real, 1.0),
+        clients=count(real),
+        rejected=count(real & ~client_faults.dropped & ~accepted),
+        dropped=count(real & client_faults.dropped),
+        stragglers=count(real & (client_faults.work < 1)),
+        upload_bytes=jnp.sum(jnp.where(arrived, uploads.num_bytes, 0.0))
+        / jnp.maximum(jnp.sum(arrived), 1),
         dense_upload_bytes=jnp.asarray(dense_bits(params) / 8, jnp.float32),
     )
     return server, clients, round_metrics
