@@ -220,6 +220,11 @@ class FederatedConfig:
   dropout_rate: float = 0.0  # simulated: chance a sampled client leaves before uploading
   straggler_rate: float = 0.0  # simulated: chance a sampled client runs out of time early
   straggler_min_work: float = 0.25  # a straggler completes a uniform share in [this, 1) of its steps
+  attack: str = "none"  # simulated Byzantine clients: none, sign_flip, scaling, gaussian, label_flip, item_promotion
+  attacker_share: float = 0.0  # share of all clients that attack (fixed by the seed)
+  attack_scale: float = 10.0  # factor of `scaling`, boost of `item_promotion`
+  attack_noise_std: float = 1.0  # per-entry std of `gaussian`
+  attack_target: int = -1  # item `item_promotion` pushes; -1: the 100th most popular public item
 
   def __post_init__(self):
     _check_int(self.rounds, "federated.rounds", 1)
@@ -248,6 +253,12 @@ class FederatedConfig:
     _check_real(self.dropout_rate, "federated.dropout_rate", 0, 1, high_open=True)
     _check_real(self.straggler_rate, "federated.straggler_rate", 0, 1)
     _check_real(self.straggler_min_work, "federated.straggler_min_work", 0, 1, low_open=True)
+    from pprsf_jax.ranking.attacks import ATTACKS  # pylint: disable=import-outside-toplevel
+    _check_choice(self.attack, "federated.attack", ATTACKS)
+    _check_real(self.attacker_share, "federated.attacker_share", 0, 0.5, high_open=True)
+    _check_real(self.attack_scale, "federated.attack_scale", 0, low_open=True)
+    _check_real(self.attack_noise_std, "federated.attack_noise_std", 0, low_open=True)
+    _check_int(self.attack_target, "federated.attack_target", -1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -34,7 +34,9 @@ from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, Ranking
                                num_features, rank_candidates, scatter_client_states,
                                train_central, train_local_only)
 from pprsf_jax.ranking.examples import build_examples, stack_lists
+from pprsf_jax.ranking.attacks import Attack, choose_attackers, poison_examples
 from pprsf_jax.ranking.faults import FaultModel
+from pprsf_jax.ranking.features import standardised_log_counts
 from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
 from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors
 from pprsf_jax.recall.model import RecallParams
@@ -125,8 +127,25 @@ class FederatedTraining(NamedTuple):
   client_state_bytes: int  # bytes of per-client state all clients together keep on device
 
 
+def _attack_setup(config: RunConfig, public: PublicData) -> tuple[Attack, np.ndarray, int]:
+  """The simulated attack, its attackers [N] bool, and the item `item_promotion` pushes."""
+  fed = config.federated
+  attack = Attack(kind=fed.attack, scale=fed.attack_scale, noise_std=fed.attack_noise_std)
+  attackers = choose_attackers(public.num_users, fed.attacker_share if fed.attack != "none" else 0,
+                               config.seed)
+  if fed.attack_target >= public.num_items:
+    raise config_lib.ConfigError(
+        f"federated.attack_target={fed.attack_target} is invalid: allowed -1 or an item id "
+        f"< {public.num_items}")
+  if fed.attack_target >= 0:
+    return attack, attackers, fed.attack_target
+  by_popularity = np.argsort(-item_counts(public.history, public.num_items), kind="stable")
+  return attack, attackers, int(by_popularity[min(99, public.num_items - 1)])
+
+
 def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, config: RunConfig,
                     local: LocalTraining, *, progress: bool,
+                    attackers: np.ndarray | None = None,
                     checkpoints: pathlib.Path | None = None,
                     log: Callable[[str], None] = lambda message: None) -> FederatedTraining:
   """Rounds of: sample a cohort, gather its padded batch on the host, run the jitted round.
@@ -142,7 +161,10 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
   round_fn = make_round(local, algorithm, max_update_norm=fed.max_update_norm,
                         faults=FaultModel(dropout_rate=fed.dropout_rate,
                                           straggler_rate=fed.straggler_rate,
-                                          straggler_min_work=fed.straggler_min_work))
+                                          straggler_min_work=fed.straggler_min_work),
+                        attack=Attack(kind=fed.attack, scale=fed.attack_scale,
+                                      noise_std=fed.attack_noise_std))
+  attackers = np.zeros(num_clients, bool) if attackers is None else attackers
   seed_key = _key(config.seed, "clients")
   item_table = jax.device_put(item_table)
   # Everything a resumed run needs, in fixed shapes (a checkpoint must fit its template).
@@ -170,7 +192,8 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
     ids = np.sort(rng.choice(num_clients, cohort_size, replace=False)).astype(np.int32)
     cohort, client_ids, client_mask = cohort_slice(examples, ids, cohort_size)
     server, rows, metrics = round_fn(server, gather_client_states(clients, client_ids), cohort,
-                                     client_ids, client_mask, item_table, seed_key, round_index)
+                                     client_ids, client_mask, item_table, seed_key, round_index,
+                                     attackers[client_ids] & (client_mask > 0))
     scatter_client_states(clients, ids, rows)
     state["loss"][round_index] = float(metrics.loss)
     state["rejected"][round_index] = int(metrics.rejected)
@@ -200,11 +223,14 @@ def _parameter_bytes(params) -> int:
 def run(config: RunConfig, *, progress: bool = True,
         tables: MovieLensTables | None = None,
         log: Callable[[str], None] = lambda message: None,
-        run_dir: pathlib.Path | None = None) -> dict[str, Any]:
+        run_dir: pathlib.Path | None = None,
+        recall_cache: dict | None = None) -> dict[str, Any]:
   """Runs PPRSF end to end and returns the results (see README for the keys).
 
   With `run_dir`, federated training checkpoints into `run_dir/checkpoints` and resumes from
-  there; every other stage is deterministic and cheap, so it is recomputed.
+  there; every other stage is deterministic and cheap, so it is recomputed. `recall_cache`
+  (a dict the caller keeps) reuses recall models across runs that share data, recall config and
+  seed, as sweeps over federated settings do.
   """
   timings: dict[str, float] = {}
   clock = time.perf_counter()
@@ -224,7 +250,13 @@ def run(config: RunConfig, *, progress: bool = True,
   log(f"data: {n} users, {m} items, {tables.num_ratings} interactions")
 
   # Server: recall on public data.
-  recall = train_recall(public, config.recall, config.seed)
+  recall_key = (config.data, config.recall, config.seed)
+  if recall_cache is not None and recall_key in recall_cache:
+    recall = recall_cache[recall_key]
+  else:
+    recall = train_recall(public, config.recall, config.seed)
+    if recall_cache is not None:
+      recall_cache[recall_key] = recall
   item_table = make_item_table(public.catalogue)
 
   def examples_for(source: Recall, known_private: Interactions,
@@ -247,8 +279,13 @@ def run(config: RunConfig, *, progress: bool = True,
                         learning_rate=config.ranking.learning_rate)
   theta0 = init_params(model, num_features(private.user_features.shape[1], item_table),
                        key=_key(config.seed, "theta0"))
-  federated = train_federated(theta0, train_examples, item_table, config, local,
-                              progress=progress, log=log,
+  attack, attackers, target_item = _attack_setup(config, public)
+  # Attackers train on their own poisoned data; the baselines below keep the honest examples.
+  federated_examples = poison_examples(
+      train_examples, attackers, attack, target_item=target_item,
+      target_popularity=float(standardised_log_counts(item_counts(public.history, m))[target_item]))
+  federated = train_federated(theta0, federated_examples, item_table, config, local,
+                              progress=progress, log=log, attackers=attackers,
                               checkpoints=None if run_dir is None else run_dir / "checkpoints")
   lap("federated_training")
   central = train_central(theta0, train_examples, item_table, key=_key(config.seed, "central"),
@@ -328,6 +365,11 @@ def run(config: RunConfig, *, progress: bool = True,
                     "losses": federated.losses, "rejected_uploads": federated.rejected,
                     "dropped_clients": federated.dropped,
                     "straggler_clients": federated.stragglers},
+      "attack": {"kind": attack.kind, "attackers": int(attackers.sum()),
+                 "target_item": target_item,
+                 # Share of each method's final test lists that contain the target item.
+                 "target_exposure": {name: float(np.mean(np.any(lists == target_item, axis=1)))
+                                     for name, lists in test_lists.items()}},
       "service": service.stats._asdict(),
       "communication_bytes_per_client_per_round": {
           "down_theta_and_broadcast": federated.broadcast_bytes,

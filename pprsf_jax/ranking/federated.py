@@ -11,6 +11,7 @@ import optax
 
 from pprsf_jax.aggregation import ClientState, FederatedAlgorithm, ServerState, dense_bits
 from pprsf_jax.ranking.client import LocalTraining, client_update
+from pprsf_jax.ranking.attacks import Attack, poison_upload
 from pprsf_jax.ranking.faults import FaultModel, draw_faults
 from pprsf_jax.ranking.features import ClientExamples, ItemTable
 
@@ -50,21 +51,23 @@ def _norms(tree) -> jax.Array:
 
 
 def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
-               faults: FaultModel = FaultModel(), max_update_norm: float = 0.0) -> Callable:
+               faults: FaultModel = FaultModel(), max_update_norm: float = 0.0,
+               attack: Attack = Attack()) -> Callable:
   """Builds the jitted round.
 
   `faults` simulates dropouts and stragglers; the server refuses uploads that are not finite or,
   with `max_update_norm` > 0, whose update is longer than it (a refused client keeps its state).
+  Clients flagged in `malicious` replace their upload as `attack` says.
 
   Returns:
-    round_fn(server, clients, cohort, client_ids, client_mask, item_table, seed_key, round_index)
-      -> (server, clients, RoundMetrics), where `server` is a ServerState, `clients` the cohort's
+    round_fn(server, clients, cohort, client_ids, client_mask, item_table, seed_key, round_index,
+             malicious=None) -> (server, clients, RoundMetrics), where `server` is a ServerState, `clients` the cohort's
     ClientState rows [C, ...], `cohort` a ClientExamples stacked [C, S, K, ...], `client_ids` [C]
     int32 and `client_mask` [C] float32. Returned client rows change only for accepted clients.
   """
 
   def round_fn(server: ServerState, clients: ClientState, cohort: ClientExamples, client_ids,
-               client_mask, item_table: ItemTable, seed_key, round_index):
+               client_mask, item_table: ItemTable, seed_key, round_index, malicious=None):
     params = server.params
     keys = jax.vmap(lambda c: client_key(seed_key, round_index, c))(client_ids)
 
@@ -76,6 +79,12 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
                            work=work)
 
     uploads, proposed, metrics = jax.vmap(one_client)(cohort, keys, clients, client_faults.work)
+    if malicious is not None and attack.kind != "none":
+      poisoned = jax.vmap(lambda delta, key: poison_upload(delta, attack, key))(uploads.delta, keys)
+      flags = malicious.astype(bool)
+      uploads = uploads._replace(delta=jax.tree.map(
+          lambda bad, good: jnp.where(flags.reshape((-1,) + (1,) * (good.ndim - 1)), bad, good),
+          poisoned, uploads.delta))
     real = client_mask > 0
     arrived = real & ~client_faults.dropped & ~metrics.diverged  # a diverged client sends nothing
     # The server accepts an upload only if everything in it is finite and within the norm bound.
