@@ -68,7 +68,10 @@ def test_local_algorithm_jit_equals_eager_and_keeps_layout(name):
   params, anchor, grads, delta = _tree(rng), _tree(rng), _tree(rng), _tree(rng)
   client0, broadcast0 = algorithm.init_client(params), algorithm.init_server(params)
 
+  traces = []
+
   def run(client, broadcast):
+    traces.append(1)
     corrected = algorithm.correct(grads, params, anchor, client, broadcast)
     client, upload = algorithm.finish(delta, client, broadcast, jnp.int32(7), 0.05)
     uploads = jax.tree.map(lambda leaf: jnp.stack([leaf, 2 * leaf]), upload)
@@ -76,12 +79,15 @@ def test_local_algorithm_jit_equals_eager_and_keeps_layout(name):
     return corrected, client, broadcast
 
   eager = run(client0, broadcast0)
-  first = jax.jit(run)(client0, broadcast0)
+  jitted = jax.jit(run)
+  first = jitted(client0, broadcast0)
   for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(first)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  second = jitted(first[1], first[2])  # the next round, fed its own outputs
+  assert len(traces) == 2, "the second jitted call retraced"  # one eager call, one trace
   _assert_same_layout(first[0], grads)
-  _assert_same_layout(client0, first[1])
-  _assert_same_layout(broadcast0, first[2])
+  _assert_same_layout(client0, second[1])
+  _assert_same_layout(broadcast0, second[2])
 
 
 # ------------------------------------------------------------------------------- FedProx
