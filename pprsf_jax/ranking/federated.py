@@ -61,16 +61,16 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
 
   Returns:
     round_fn(server, clients, cohort, client_ids, client_mask, item_table, seed_key, round_index,
-             malicious=None) -> (server, clients, RoundMetrics), where `server` is a ServerState, `clients` the cohort's
-    ClientState rows [C, ...], `cohort` a ClientExamples stacked [C, S, K, ...], `client_ids` [C]
-    int32 and `client_mask` [C] float32. Returned client rows change only for accepted clients.
+             malicious=None) -> (server, clients, RoundMetrics), where `server` is a
+    ServerState, `clients` the cohort's ClientState rows [C, ...], `cohort` a ClientExamples
+    stacked [C, S, K, ...], `client_ids` [C] int32, `client_mask` [C] float32 and `malicious`
+    [C] bool (simulated attackers). Returned client rows change only for accepted clients.
   """
 
   def round_fn(server: ServerState, clients: ClientState, cohort: ClientExamples, client_ids,
                client_mask, item_table: ItemTable, seed_key, round_index, malicious=None):
     params = server.params
     keys = jax.vmap(lambda c: client_key(seed_key, round_index, c))(client_ids)
-
     client_faults = jax.vmap(lambda key: draw_faults(key, faults))(keys)
 
     def one_client(examples, key, state, work):
