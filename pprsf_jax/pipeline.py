@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from pprsf_jax import config as config_lib
 from pprsf_jax import checkpoint
-from pprsf_jax.aggregation import (client_state_bytes, dense_bits, init_client_states,
-                                   init_server_state, make_algorithm)
+from pprsf_jax.aggregation import (client_state_bytes, init_client_states, init_server_state,
+                                   make_algorithm)
 from pprsf_jax.config import DataConfig, RecallConfig, RunConfig
 from pprsf_jax.data.dataset import FederatedDataset, build_dataset
 from pprsf_jax.data.movielens import MovieLensTables, load_movielens
@@ -124,7 +124,7 @@ class FederatedTraining(NamedTuple):
   upload_bytes: float  # mean bytes per client upload, as encoded
   dense_upload_bytes: float  # bytes of an uncompressed float32 delta
   broadcast_bytes: float  # bytes sent down per client per round (Theta + algorithm broadcast)
-  client_state_bytes: int  # bytes of per-client state all clients together keep on device
+  client_state_bytes: int  # bytes of per-client state all clients together keep (host, simulated)
 
 
 def _attack_setup(config: RunConfig, public: PublicData) -> tuple[Attack, np.ndarray, int]:
@@ -210,7 +210,7 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
       rejected=int(state["rejected"].sum()), dropped=int(state["dropped"].sum()),
       stragglers=int(state["stragglers"].sum()),
       upload_bytes=float(state["upload_bytes"].mean()),
-      dense_upload_bytes=float(dense_bits(server.params) / 8),
+      dense_upload_bytes=float(_parameter_bytes(server.params)),
       broadcast_bytes=float(_parameter_bytes(server.params) + _parameter_bytes(server.broadcast)),
       client_state_bytes=client_state_bytes(clients))
 
@@ -364,7 +364,8 @@ def run(config: RunConfig, *, progress: bool = True,
       "federated": {"rounds": config.federated.rounds, "final_loss": federated.losses[-1],
                     "losses": federated.losses, "rejected_uploads": federated.rejected,
                     "dropped_clients": federated.dropped,
-                    "straggler_clients": federated.stragglers},
+                    "straggler_clients": federated.stragglers,
+                    "client_state_bytes_all_clients": federated.client_state_bytes},
       "attack": {"kind": attack.kind, "attackers": int(attackers.sum()),
                  "target_item": target_item,
                  # Share of each method's final test lists that contain the target item.

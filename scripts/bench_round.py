@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pprsf_jax.aggregation import (COMPRESSORS, LOCAL_ALGORITHMS, REDUCERS, init_client_states,
-                                   init_server_state, make_algorithm)
+from pprsf_jax.aggregation import (COMPRESSORS, LOCAL_ALGORITHMS, REDUCERS, dense_bits,
+                                   init_client_states, init_server_state, make_algorithm)
 from pprsf_jax.config import FederatedConfig, RankingConfig
 from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP,
                                gather_client_states, init_params, make_round, num_features)
@@ -92,7 +92,7 @@ def main() -> None:
                     "seconds_per_round": round(per_round, 4),
                     "client_updates_per_s": round(clients / per_round, 1),
                     "upload_bytes_per_client": float(metrics.upload_bytes),
-                    "uncompressed_upload_bytes": float(metrics.dense_upload_bytes)})
+                    "uncompressed_upload_bytes": dense_bits(theta0) / 8})
   print(json.dumps({
       "benchmark": "federated_ranking_round", "device": str(jax.devices()[0]),
       "backend": jax.default_backend(), "machine": platform.machine(),

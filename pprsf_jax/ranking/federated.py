@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pprsf_jax.aggregation import ClientState, FederatedAlgorithm, ServerState, dense_bits
+from pprsf_jax.aggregation import ClientState, FederatedAlgorithm, ServerState
 from pprsf_jax.ranking.client import LocalTraining, client_update
 from pprsf_jax.ranking.attacks import Attack, poison_upload
 from pprsf_jax.ranking.faults import FaultModel, draw_faults
@@ -27,7 +27,6 @@ class RoundMetrics(NamedTuple):
   dropped: jax.Array  # [] int32 real clients that left before uploading (simulated)
   stragglers: jax.Array  # [] int32 real clients that completed only part of their steps
   upload_bytes: jax.Array  # [] float32 mean bytes on the wire per upload that arrived
-  dense_upload_bytes: jax.Array  # [] float32 what a float32 delta alone would have cost
 
 
 def client_key(seed_key: jax.Array, round_index, client_id) -> jax.Array:
@@ -123,7 +122,6 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
         stragglers=count(real & (client_faults.work < 1)),
         upload_bytes=jnp.sum(jnp.where(arrived, uploads.num_bytes, 0.0))
         / jnp.maximum(jnp.sum(arrived), 1),
-        dense_upload_bytes=jnp.asarray(dense_bits(params) / 8, jnp.float32),
     )
     return server, clients, round_metrics
 
