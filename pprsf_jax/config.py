@@ -202,6 +202,7 @@ class FederatedConfig:
 
   rounds: int = 300  # server rounds
   clients_per_round: int = 100  # cohort size C (capped at the number of clients)
+  sampling: str = "fixed"  # cohorts: "fixed" (C clients without replacement) or "poisson" (each client with probability C/N)
   aggregator: str = "fedavg"  # aggregation rule by registry name (see pprsf_jax.aggregation.REDUCERS)
   weighting: str = "examples"  # client weights: "examples" (by example count) or "uniform"
   server_optimizer: str = "sgd"  # optax optimizer on the pseudo-gradient: sgd, momentum, adam, yogi, adagrad
@@ -229,6 +230,7 @@ class FederatedConfig:
   def __post_init__(self):
     _check_int(self.rounds, "federated.rounds", 1)
     _check_int(self.clients_per_round, "federated.clients_per_round", 1)
+    _check_choice(self.sampling, "federated.sampling", ("fixed", "poisson"), '"fixed" or "poisson"')
     # Imported here: the registry imports this module, and names are checked when a config is made.
     from pprsf_jax.aggregation import registry  # pylint: disable=import-outside-toplevel
     for field, table in (("aggregator", registry.REDUCERS),
@@ -259,6 +261,41 @@ class FederatedConfig:
     _check_real(self.attack_scale, "federated.attack_scale", 0, low_open=True)
     _check_real(self.attack_noise_std, "federated.attack_noise_std", 0, low_open=True)
     _check_int(self.attack_target, "federated.attack_target", -1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrivacyConfig:
+  """Client-level differential privacy of the federated ranking updates (off by default)."""
+
+  mechanism: str = "none"  # "none"; "central": DP-FedAvg, the server clips and noises the sum; "local": each client clips and noises its own upload
+  clip_norm: float = 1.0  # L2 bound C on a client's update (the starting bound under adaptive clipping)
+  noise_multiplier: float = 1.0  # z: Gaussian noise std / C (ignored when target_epsilon > 0)
+  target_epsilon: float = 0.0  # > 0: calibrate z so that the whole run spends this epsilon
+  delta: float = 1e-5  # delta of (epsilon, delta); must stay below 1 / number of clients
+  accountant: str = "rdp"  # calibrates z: "rdp" or "pld" (pld: not for fixed-size central cohorts)
+  clipping: str = "fixed"  # central DP: "fixed" C, or "adaptive" (tracks a quantile of update norms)
+  target_quantile: float = 0.5  # adaptive: share of clients whose update should fit within C
+  clip_learning_rate: float = 0.2  # adaptive: geometric step of C per round
+  clip_count_stddev: float = 5.0  # adaptive: std of the noise on the count of fitting clients (> z / 2)
+
+  def __post_init__(self):
+    _check_choice(self.mechanism, "privacy.mechanism", ("none", "central", "local"),
+                  '"none", "central" or "local"')
+    _check_real(self.clip_norm, "privacy.clip_norm", 0, low_open=True)
+    _check_real(self.noise_multiplier, "privacy.noise_multiplier", 0)
+    _check_real(self.target_epsilon, "privacy.target_epsilon", 0)
+    _check_real(self.delta, "privacy.delta", 0, 1, low_open=True, high_open=True)
+    _check_choice(self.accountant, "privacy.accountant", ("rdp", "pld"), '"rdp" or "pld"')
+    _check_choice(self.clipping, "privacy.clipping", ("fixed", "adaptive"),
+                  '"fixed" or "adaptive"')
+    _check_real(self.target_quantile, "privacy.target_quantile", 0, 1,
+                low_open=True, high_open=True)
+    _check_real(self.clip_learning_rate, "privacy.clip_learning_rate", 0, low_open=True)
+    _check_real(self.clip_count_stddev, "privacy.clip_count_stddev", 0, low_open=True)
+    if self.clipping == "adaptive" and self.target_epsilon == 0:
+      _check(2 * self.clip_count_stddev > self.noise_multiplier, "privacy.clip_count_stddev",
+             f"> privacy.noise_multiplier / 2 ({self.noise_multiplier / 2}) under adaptive "
+             "clipping", self.clip_count_stddev)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -320,6 +357,7 @@ class RunConfig:
   recall: RecallConfig = dataclasses.field(default_factory=RecallConfig)
   ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
   federated: FederatedConfig = dataclasses.field(default_factory=FederatedConfig)
+  privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
   baselines: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
   rerank: RerankConfig = dataclasses.field(default_factory=RerankConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
@@ -331,6 +369,7 @@ class RunConfig:
     _check_int(self.checkpoint_every, "checkpoint_every", 0)
     for field, section in (("data", DataConfig), ("recall", RecallConfig),
                            ("ranking", RankingConfig), ("federated", FederatedConfig),
+                           ("privacy", PrivacyConfig),
                            ("baselines", BaselineConfig), ("rerank", RerankConfig),
                            ("eval", EvalConfig)):
       _check_section(getattr(self, field), field, section)
@@ -346,6 +385,26 @@ class RunConfig:
         f"<= ranking.top_t ({self.ranking.top_t})",
         self.eval.top_k,
     )
+    self._check_privacy()
+
+  def _check_privacy(self) -> None:
+    """Combinations under which a DP guarantee would not hold, named by the field to change."""
+    privacy, fed = self.privacy, self.federated
+    if privacy.mechanism == "none":
+      return
+    _check(fed.local_algorithm != "scaffold", "federated.local_algorithm",
+           "sgd or fedprox under privacy.mechanism != none (SCAFFOLD's control-variate uploads "
+           "would leave the device without noise)", fed.local_algorithm)
+    if privacy.mechanism == "central":
+      _check(fed.aggregator == "fedavg", "federated.aggregator",
+             '"fedavg" under privacy.mechanism="central" (the DP mean replaces the reducer)',
+             fed.aggregator)
+      _check(fed.weighting == "uniform", "federated.weighting",
+             '"uniform" under privacy.mechanism="central" (each client\'s weight must be bounded)',
+             fed.weighting)
+      _check(privacy.accountant == "rdp" or fed.sampling == "poisson", "privacy.accountant",
+             '"rdp" with fixed-size cohorts (dp-accounting\'s PLD needs federated.sampling='
+             '"poisson")', privacy.accountant)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -22,13 +22,14 @@ from tqdm.auto import tqdm
 
 from pprsf_jax import config as config_lib
 from pprsf_jax import checkpoint
-from pprsf_jax.aggregation import (client_state_bytes, init_client_states, init_server_state,
-                                   make_algorithm)
+from pprsf_jax.aggregation import client_state_bytes, init_client_states, init_server_state
 from pprsf_jax.config import DataConfig, RecallConfig, RunConfig
 from pprsf_jax.data.dataset import FederatedDataset, build_dataset
 from pprsf_jax.data.movielens import MovieLensTables, load_movielens
 from pprsf_jax.data.synthetic import generate_synthetic
 from pprsf_jax.metrics import evaluate_lists, hit_matrix, per_user_metrics
+from pprsf_jax.privacy import plan_privacy, privacy_report, private_algorithm
+from pprsf_jax.privacy.central_dp import current_clip_norm
 from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP, cohort_slice,
                                gather_client_states, init_params, make_item_table, make_round,
                                num_features, rank_candidates, scatter_client_states,
@@ -36,6 +37,7 @@ from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, Ranking
 from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.ranking.attacks import Attack, choose_attackers, poison_examples
 from pprsf_jax.ranking.faults import FaultModel
+from pprsf_jax.ranking.sampling import cohort_schedule
 from pprsf_jax.ranking.features import standardised_log_counts
 from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
 from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors
@@ -125,6 +127,7 @@ class FederatedTraining(NamedTuple):
   dense_upload_bytes: float  # bytes of an uncompressed float32 delta
   broadcast_bytes: float  # bytes sent down per client per round (Theta + algorithm broadcast)
   client_state_bytes: int  # bytes of per-client state all clients together keep (host, simulated)
+  privacy: dict  # the DP plan and what it spent (pprsf_jax.privacy.privacy_report)
 
 
 def _attack_setup(config: RunConfig, public: PublicData) -> tuple[Attack, np.ndarray, int]:
@@ -156,8 +159,17 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
   """
   fed = config.federated
   num_clients = examples.mask.shape[0]
-  cohort_size = min(fed.clients_per_round, num_clients)
-  algorithm = make_algorithm(fed, num_clients)
+  # Cohorts depend on (seed, round) only: a resumed run samples the same clients, and the DP
+  # plan may count participations before any training.
+  schedule = cohort_schedule(num_clients, fed.clients_per_round, fed.rounds, config.seed,
+                             fed.sampling)
+  capacity = max(1, max(len(ids) for ids in schedule))  # the padded cohort every round compiles to
+  plan = plan_privacy(config.privacy, fed, num_clients, schedule)
+  if plan is not None:
+    log(f"privacy: {plan.mechanism} DP, noise multiplier {plan.noise_multiplier:.4g}, "
+        f"clip norm {plan.clip_norm:g} ({'adaptive' if plan.adaptive else 'fixed'}), "
+        f"delta {plan.delta:g}")
+  algorithm = private_algorithm(fed, num_clients, plan)
   round_fn = make_round(local, algorithm, max_update_norm=fed.max_update_norm,
                         faults=FaultModel(dropout_rate=fed.dropout_rate,
                                           straggler_rate=fed.straggler_rate,
@@ -176,6 +188,7 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
       "dropped": np.zeros(fed.rounds, np.int64),
       "stragglers": np.zeros(fed.rounds, np.int64),
       "upload_bytes": np.zeros(fed.rounds, np.float64),
+      "clip_norm": np.zeros(fed.rounds, np.float64),  # central DP: the bound used each round
   }
   first_round = 0
   if checkpoints is not None:
@@ -187,10 +200,10 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
   server, clients = state["server"], state["clients"]
   for round_index in tqdm(range(first_round, fed.rounds), desc="federated rounds",
                           initial=first_round, total=fed.rounds, disable=not progress):
-    # The cohort depends on (seed, round) only, so a resumed run samples the same clients.
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC0407, round_index]))
-    ids = np.sort(rng.choice(num_clients, cohort_size, replace=False)).astype(np.int32)
-    cohort, client_ids, client_mask = cohort_slice(examples, ids, cohort_size)
+    ids = schedule[round_index]
+    if plan is not None and plan.mechanism == "central":
+      state["clip_norm"][round_index] = float(current_clip_norm(server.aggregator))
+    cohort, client_ids, client_mask = cohort_slice(examples, ids, capacity)
     server, rows, metrics = round_fn(server, gather_client_states(clients, client_ids), cohort,
                                      client_ids, client_mask, item_table, seed_key, round_index,
                                      attackers[client_ids] & (client_mask > 0))
@@ -212,7 +225,9 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
       upload_bytes=float(state["upload_bytes"].mean()),
       dense_upload_bytes=float(_parameter_bytes(server.params)),
       broadcast_bytes=float(_parameter_bytes(server.params) + _parameter_bytes(server.broadcast)),
-      client_state_bytes=client_state_bytes(clients))
+      client_state_bytes=client_state_bytes(clients),
+      privacy=privacy_report(plan) | ({"clip_norm_per_round": state["clip_norm"].tolist()}
+                                      if plan is not None and plan.mechanism == "central" else {}))
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -366,6 +381,7 @@ def run(config: RunConfig, *, progress: bool = True,
                     "dropped_clients": federated.dropped,
                     "straggler_clients": federated.stragglers,
                     "client_state_bytes_all_clients": federated.client_state_bytes},
+      "privacy": federated.privacy,
       "attack": {"kind": attack.kind, "attackers": int(attackers.sum()),
                  "target_item": target_item,
                  # Share of each method's final test lists that contain the target item.

@@ -19,8 +19,8 @@ from hypothesis import given, settings
 
 from pprsf_jax import config as config_lib
 from pprsf_jax.config import (BaselineConfig, ConfigError, DataConfig, EvalConfig,
-                              FederatedConfig, RankingConfig, RecallConfig, RerankConfig,
-                              RunConfig, SyntheticConfig, apply_overrides, to_dict)
+                              FederatedConfig, PrivacyConfig, RankingConfig, RecallConfig,
+                              RerankConfig, RunConfig, SyntheticConfig, apply_overrides, to_dict)
 from pprsf_jax.rerank import STRATEGIES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -33,6 +33,7 @@ SECTIONS: dict[str, type] = {
     "recall": RecallConfig,
     "ranking": RankingConfig,
     "federated": FederatedConfig,
+    "privacy": PrivacyConfig,
     "baselines": BaselineConfig,
     "rerank": RerankConfig,
     "eval": EvalConfig,
@@ -76,6 +77,7 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "recall": [DataConfig()],
     "ranking": [RecallConfig()],
     "federated": [RankingConfig()],
+    "privacy": [FederatedConfig()],
     "baselines": [EvalConfig()],
     "rerank": [BaselineConfig()],
     "eval": [RerankConfig()],
@@ -130,6 +132,17 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "federated.attack_scale": [0.0],
     "federated.attack_noise_std": [-1.0],
     "federated.attack_target": [-2],
+    "federated.sampling": ["random", "Poisson"],
+    "privacy.mechanism": ["dp", "Central"],
+    "privacy.clip_norm": [0.0, -1.0],
+    "privacy.noise_multiplier": [-0.5],
+    "privacy.target_epsilon": [-1.0],
+    "privacy.delta": [0.0, 1.0, 1.5],
+    "privacy.accountant": ["prv", ""],
+    "privacy.clipping": ["quantile"],
+    "privacy.target_quantile": [0.0, 1.0],
+    "privacy.clip_learning_rate": [0.0],
+    "privacy.clip_count_stddev": [0.0],
     "baselines.central_epochs": [0],
     "baselines.local_only_epochs": [0],
     "rerank.strategies": [("shuffle",), ("mmr", "shuffle"), ["mmr"], ("mmr", 3), "mmr"],
@@ -206,6 +219,15 @@ def test_invalid_value_is_rejected_naming_the_field(path, value):
     (["eval.top_k=21"], "eval.top_k"),  # k <= T
     (["data.valid_share=0.3", "data.test_share=0.3"], "data.valid_share + data.test_share"),
     (["data.synthetic.num_items=30"], "data.synthetic.interactions_per_user"),  # default 30
+    # DP: combinations under which the guarantee would not hold name the field to change.
+    (["privacy.mechanism=central"], "federated.weighting"),
+    (["privacy.mechanism=central", "federated.weighting=uniform", "federated.aggregator=median"],
+     "federated.aggregator"),
+    (["privacy.mechanism=local", "federated.local_algorithm=scaffold"],
+     "federated.local_algorithm"),
+    (["privacy.mechanism=central", "federated.weighting=uniform", "privacy.accountant=pld"],
+     "privacy.accountant"),
+    (["privacy.clipping=adaptive", "privacy.noise_multiplier=12"], "privacy.clip_count_stddev"),
 ])
 def test_cross_field_limits_name_the_field(overrides, path):
   with pytest.raises(ConfigError) as caught:

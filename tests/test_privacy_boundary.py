@@ -1,7 +1,8 @@
 """The privacy boundary: server-side code never receives, and never depends on, private data.
 
-Structural half: no function of the server-side packages (recall, aggregation, re-rank) is
-annotated with a type that is or contains `PrivateData`, and none of their modules imports it.
+Structural half: no function of the server-side packages (recall, aggregation, re-rank, and the
+central-DP reducer) is annotated with a type that is or contains `PrivateData`, and none of their
+modules imports it.
 Behavioural half: replacing every private array with garbage leaves everything the server
 computes bit-identical, while changing public data does change it.
 """
@@ -31,6 +32,8 @@ from pprsf_jax.rerank import RerankContext, make_reranker
 from pprsf_jax.types import Interactions, PrivateData, PublicData, TopTRequest
 
 SERVER_PACKAGES = ("pprsf_jax.recall", "pprsf_jax.aggregation", "pprsf_jax.rerank")
+# Server-side modules of mixed packages: the DP-FedAvg reducer and the accountant it relies on.
+SERVER_MODULES = ("pprsf_jax.privacy.central_dp", "pprsf_jax.privacy.accounting")
 # What server-side modules may import from the project besides each other: the config and the
 # boundary types. Anything else (ranking, service, data) is client-side or holds private data.
 ALLOWED_PROJECT_IMPORTS = ("pprsf_jax.config", "pprsf_jax.types")
@@ -44,7 +47,7 @@ def _server_modules() -> list[ModuleType]:
     modules.append(package)
     for info in pkgutil.iter_modules(package.__path__, prefix=name + "."):
       modules.append(importlib.import_module(info.name))
-  return modules
+  return modules + [importlib.import_module(name) for name in SERVER_MODULES]
 
 
 def _mentions_private(annotation: Any, seen: set[int] | None = None) -> bool:
@@ -143,7 +146,7 @@ def test_server_modules_are_found():
   # A broken discovery would make the other structural tests vacuous.
   assert {"pprsf_jax.recall.bpr", "pprsf_jax.recall.retrieve", "pprsf_jax.aggregation.mean",
           "pprsf_jax.aggregation.server", "pprsf_jax.rerank.mmr",
-          "pprsf_jax.rerank.cold_start"} <= names
+          "pprsf_jax.rerank.cold_start", "pprsf_jax.privacy.central_dp"} <= names
   assert sum(len(_functions_of(m)) for m in _server_modules()) >= 15
 
 
@@ -162,7 +165,8 @@ def test_server_modules_never_import_private_data(module):
 @pytest.mark.parametrize("module", _server_modules(), ids=lambda m: m.__name__)
 def test_server_modules_import_only_server_side_code(module):
   for imported in _project_imports(inspect.getsource(module)):
-    server_side = any(imported == p or imported.startswith(p + ".") for p in SERVER_PACKAGES)
+    server_side = (any(imported == p or imported.startswith(p + ".") for p in SERVER_PACKAGES)
+                   or imported in SERVER_MODULES)
     assert server_side or imported in ALLOWED_PROJECT_IMPORTS, (
         f"{module.__name__} imports {imported}")
 

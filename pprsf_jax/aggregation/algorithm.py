@@ -6,7 +6,7 @@ FedAvg, FedProx, SCAFFOLD, FedNova, robust rules and compressed uploads are all 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -16,11 +16,21 @@ from pprsf_jax.aggregation.compression import Compressor
 from pprsf_jax.aggregation.local_algorithms import LocalAlgorithm
 
 
+def _send_as_is(update, key):
+  del key
+  return update
+
+
 class FederatedAlgorithm(NamedTuple):
   local: LocalAlgorithm  # how clients train and what they keep between rounds
   compressor: Compressor  # how uploads are encoded
   aggregator: Aggregator  # how the server reduces uploads into the next Theta
   weighting: str  # client weights: "examples" or "uniform"
+  # (update, key) -> update: what a client does to its update before encoding it (local DP)
+  privatizer: Callable[[Any, jax.Array], Any] = _send_as_is
+  # Step the server even when no upload was accepted: a DP release must happen every round
+  # (whether anything was accepted depends on client data, so skipping would leak it).
+  always_step: bool = False
 
 
 class ServerState(NamedTuple):

@@ -49,9 +49,10 @@ def _lookup(table: dict, name: str, field: str):
   return table[name]
 
 
-def make_aggregator(config: FederatedConfig) -> Aggregator:
-  """Reducer stages named by `config.aggregator`, then the configured server optimizer."""
-  stages = _lookup(REDUCERS, config.aggregator, "aggregator")(config)
+def make_aggregator(config: FederatedConfig, reducer: Aggregator | None = None) -> Aggregator:
+  """Reducer stages named by `config.aggregator` (or `reducer`), then the server optimizer."""
+  stages = ([reducer] if reducer is not None
+            else _lookup(REDUCERS, config.aggregator, "aggregator")(config))
   optimizer = make_server_optimizer(config.server_optimizer, config.server_learning_rate)
   return chain(*stages, server_optimizer(optimizer))
 

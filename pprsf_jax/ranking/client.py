@@ -31,8 +31,9 @@ class LocalTraining:
   learning_rate: float
 
 
-# Training uses the client's key itself; compression draws from a sub-stream of it.
+# Training uses the client's key itself; compression and local DP noise draw from sub-streams.
 COMPRESSION_STREAM = 0xC0DE
+PRIVACY_STREAM = 0xD9
 
 GradientCorrection = Callable[[Any, Any], Any]  # (grads, params) -> grads
 
@@ -129,6 +130,7 @@ def client_update(global_params, examples: ClientExamples, item_table: ItemTable
   round keeps it only if the upload is accepted) and metrics.
   """
   compress_key = jax.random.fold_in(key, COMPRESSION_STREAM)
+  privacy_key = jax.random.fold_in(key, PRIVACY_STREAM)
   correct = lambda grads, params: algorithm.local.correct(grads, params, global_params,
                                                           state.local, broadcast)
   params, metrics = local_train(global_params, examples, item_table, key=key, local=local,
@@ -136,7 +138,9 @@ def client_update(global_params, examples: ClientExamples, item_table: ItemTable
   delta = jax.tree.map(jnp.subtract, params, global_params)
   local_state, local_upload = algorithm.local.finish(delta, state.local, broadcast, metrics.steps,
                                                      local.learning_rate)
-  sent, compressor_state, bits = algorithm.compressor.compress(delta, state.compressor,
+  # Local DP acts on the update itself; encoding it afterwards is post-processing.
+  private_delta = algorithm.privatizer(delta, privacy_key)
+  sent, compressor_state, bits = algorithm.compressor.compress(private_delta, state.compressor,
                                                                compress_key)
   upload = ClientUpload(delta=sent, num_examples=jnp.sum(examples.mask), num_steps=metrics.steps,
                         extra=local_upload,

@@ -102,8 +102,9 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
         params=optax.apply_updates(params, update), aggregator=aggregator_state,
         broadcast=algorithm.local.server_update(server.broadcast, uploads.extra, mask))
     # A round in which nothing was accepted changes nothing: no server-optimizer step on a zero
-    # update (momentum would otherwise move Theta on no evidence), no state drift.
-    nothing = ~jnp.any(accepted)
+    # update (momentum would otherwise move Theta on no evidence), no state drift. Under DP the
+    # noisy release happens regardless (`always_step`).
+    nothing = ~jnp.any(accepted) & (not algorithm.always_step)
     server = jax.tree.map(lambda old, new: jnp.where(nothing, old, new), server, stepped)
     # A client keeps its new state only if the server took its upload (else both would disagree
     # on what was sent: error feedback would lose it, SCAFFOLD's c would drift from mean c_i).

@@ -1,0 +1,44 @@
+"""Which clients take part in which round: fixed-size or Poisson cohorts, from the seed alone.
+
+The whole schedule is a function of (seed, round), never of data, so a resumed run samples the
+same clients, a privacy accountant may count participations before training, and a Poisson run
+knows its largest cohort (the padded shape it compiles for) up front.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def cohort_schedule(num_clients: int, cohort_size: int, rounds: int, seed: int,
+                    sampling: str = "fixed") -> list[np.ndarray]:
+  """[rounds] sorted int32 arrays of client ids.
+
+  Args:
+    num_clients: N.
+    cohort_size: C, or the expected cohort size for Poisson sampling (capped at N).
+    rounds: Number of rounds.
+    seed: The run's seed.
+    sampling: "fixed" (C distinct clients uniformly) or "poisson" (each client independently
+      with probability C / N, so cohorts vary in size and may be empty).
+  """
+  if sampling not in ("fixed", "poisson"):
+    raise ValueError(f"sampling {sampling!r} is not 'fixed' or 'poisson'")
+  cohort_size = min(cohort_size, num_clients)
+  schedule = []
+  for round_index in range(rounds):
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC0407, round_index]))
+    if sampling == "fixed":
+      ids = np.sort(rng.choice(num_clients, cohort_size, replace=False))
+    else:
+      ids = np.flatnonzero(rng.random(num_clients) < cohort_size / num_clients)
+    schedule.append(ids.astype(np.int32))
+  return schedule
+
+
+def participations(schedule: list[np.ndarray], num_clients: int) -> np.ndarray:
+  """[N] int64: rounds each client takes part in."""
+  counts = np.zeros(num_clients, np.int64)
+  for ids in schedule:
+    counts[ids] += 1
+  return counts
