@@ -277,6 +277,10 @@ class PrivacyConfig:
   target_quantile: float = 0.5  # adaptive: share of clients whose update should fit within C
   clip_learning_rate: float = 0.2  # adaptive: geometric step of C per round
   clip_count_stddev: float = 5.0  # adaptive: std of the noise on the count of fitting clients (> z / 2)
+  audit: bool = False  # after training, attack what the server received (attributes, interactions)
+  secure_aggregation: bool = False  # uploads travel pairwise-masked; the server learns only their sum
+  secure_aggregation_bound: float = 16.0  # B: each entry of a (weighted) upload is clipped to [-B, B] for encoding
+  request_decoys: int = 0  # D: decoy items each client hides its Top-T request among (0 = none)
 
   def __post_init__(self):
     _check_choice(self.mechanism, "privacy.mechanism", ("none", "central", "local"),
@@ -292,6 +296,12 @@ class PrivacyConfig:
                 low_open=True, high_open=True)
     _check_real(self.clip_learning_rate, "privacy.clip_learning_rate", 0, low_open=True)
     _check_real(self.clip_count_stddev, "privacy.clip_count_stddev", 0, low_open=True)
+    _check(isinstance(self.audit, bool), "privacy.audit", "true or false", self.audit)
+    _check(isinstance(self.secure_aggregation, bool), "privacy.secure_aggregation",
+           "true or false", self.secure_aggregation)
+    _check_real(self.secure_aggregation_bound, "privacy.secure_aggregation_bound", 0,
+                low_open=True)
+    _check_int(self.request_decoys, "privacy.request_decoys", 0)
     if self.clipping == "adaptive" and self.target_epsilon == 0:
       _check(2 * self.clip_count_stddev > self.noise_multiplier, "privacy.clip_count_stddev",
              f"> privacy.noise_multiplier / 2 ({self.noise_multiplier / 2}) under adaptive "
@@ -390,6 +400,20 @@ class RunConfig:
   def _check_privacy(self) -> None:
     """Combinations under which a DP guarantee would not hold, named by the field to change."""
     privacy, fed = self.privacy, self.federated
+    if privacy.secure_aggregation:
+      # The server sees only the sum: nothing that needs one client's update can run.
+      why = "under privacy.secure_aggregation=true (the server sees only the sum of uploads)"
+      _check(fed.aggregator == "fedavg", "federated.aggregator", f'"fedavg" {why}',
+             fed.aggregator)
+      _check(fed.local_algorithm != "scaffold", "federated.local_algorithm",
+             f"sgd or fedprox {why}", fed.local_algorithm)
+      _check(fed.compression == "none", "federated.compression",
+             f'"none" {why}: masked vectors are dense whatever the encoding', fed.compression)
+      _check(fed.max_update_norm == 0, "federated.max_update_norm", f"0 {why}",
+             fed.max_update_norm)
+      _check(privacy.mechanism != "central", "privacy.mechanism",
+             f'"none" or "local" {why}: server-side clipping needs single updates',
+             privacy.mechanism)
     if privacy.mechanism == "none":
       return
     _check(fed.local_algorithm != "scaffold", "federated.local_algorithm",

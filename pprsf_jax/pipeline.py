@@ -24,12 +24,15 @@ from pprsf_jax import config as config_lib
 from pprsf_jax import checkpoint
 from pprsf_jax.aggregation import client_state_bytes, init_client_states, init_server_state
 from pprsf_jax.config import DataConfig, RecallConfig, RunConfig
-from pprsf_jax.data.dataset import FederatedDataset, build_dataset
+from pprsf_jax.data.dataset import AGE_BUCKET_EDGES, FederatedDataset, build_dataset
 from pprsf_jax.data.movielens import MovieLensTables, load_movielens
 from pprsf_jax.data.synthetic import generate_synthetic
 from pprsf_jax.metrics import evaluate_lists, hit_matrix, per_user_metrics
 from pprsf_jax.privacy import plan_privacy, privacy_report, private_algorithm
 from pprsf_jax.privacy.central_dp import current_clip_norm
+from pprsf_jax.privacy.curious_server import audit, observe_uploads
+from pprsf_jax.privacy.decoys import drop_decoys, pad_request
+from pprsf_jax.privacy.secure_round import config_for_cohort
 from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP, cohort_slice,
                                gather_client_states, init_params, make_item_table, make_round,
                                num_features, rank_candidates, scatter_client_states,
@@ -49,7 +52,7 @@ from pprsf_jax.types import Candidates, Interactions, PublicData, TopTRequest
 
 # Independent key streams, derived from the seed by name (so adding a stream changes no other).
 _STREAMS = {"recall_serving": 2, "theta0": 3, "clients": 4, "central": 5, "local_only": 6,
-            "recall_fold": 7}
+            "recall_fold": 7, "decoys": 8}
 
 
 def _key(seed: int, stream: str, index: int = 0) -> jax.Array:
@@ -117,6 +120,22 @@ def _rank_all(params, examples: ClientExamples, item_table: ItemTable, *, model:
   return TopTRequest(items=items, scores=scores)
 
 
+@functools.partial(jax.jit, static_argnames=("num_decoys",))
+def _pad_requests(request: TopTRequest, examples: ClientExamples, key, *,
+                  num_decoys: int) -> tuple[TopTRequest, jax.Array]:
+  """Every client pads its request with decoys (client side; the decoys [U, D] stay there)."""
+  users = request.items.shape[0]
+  items, scores, decoys = jax.vmap(pad_request, in_axes=(0, 0, 0, 0, 0, None))(
+      request.items, request.scores, examples.items.reshape(users, -1),
+      examples.mask.reshape(users, -1), jax.random.split(key, users), num_decoys)
+  return TopTRequest(items=items, scores=scores), decoys
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _drop_decoys(ranked_items, decoys, *, k: int) -> jax.Array:
+  return jax.vmap(lambda items, mine: drop_decoys(items, mine, k))(ranked_items, decoys)
+
+
 class FederatedTraining(NamedTuple):
   params: Any  # final global Theta
   losses: list[float]  # mean client training loss per round
@@ -128,6 +147,11 @@ class FederatedTraining(NamedTuple):
   broadcast_bytes: float  # bytes sent down per client per round (Theta + algorithm broadcast)
   client_state_bytes: int  # bytes of per-client state all clients together keep (host, simulated)
   privacy: dict  # the DP plan and what it spent (pprsf_jax.privacy.privacy_report)
+  algorithm: Any  # the FederatedAlgorithm trained with (DP stage in place)
+  clients: Any  # every client's final state (host, stacked [N, ...])
+  broadcast: Any  # what the server last sent with Theta
+  secure: Any  # the secure-aggregation encoding (SecureAggregationConfig), or None
+  secure_clipped: int  # entries clipped to the secure-aggregation range, over all rounds
 
 
 def _attack_setup(config: RunConfig, public: PublicData) -> tuple[Attack, np.ndarray, int]:
@@ -170,12 +194,15 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
         f"clip norm {plan.clip_norm:g} ({'adaptive' if plan.adaptive else 'fixed'}), "
         f"delta {plan.delta:g}")
   algorithm = private_algorithm(fed, num_clients, plan)
+  secure = (config_for_cohort(config.privacy.secure_aggregation_bound, capacity)
+            if config.privacy.secure_aggregation else None)
   round_fn = make_round(local, algorithm, max_update_norm=fed.max_update_norm,
                         faults=FaultModel(dropout_rate=fed.dropout_rate,
                                           straggler_rate=fed.straggler_rate,
                                           straggler_min_work=fed.straggler_min_work),
                         attack=Attack(kind=fed.attack, scale=fed.attack_scale,
-                                      noise_std=fed.attack_noise_std))
+                                      noise_std=fed.attack_noise_std),
+                        secure=secure)
   attackers = np.zeros(num_clients, bool) if attackers is None else attackers
   seed_key = _key(config.seed, "clients")
   item_table = jax.device_put(item_table)
@@ -189,6 +216,7 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
       "stragglers": np.zeros(fed.rounds, np.int64),
       "upload_bytes": np.zeros(fed.rounds, np.float64),
       "clip_norm": np.zeros(fed.rounds, np.float64),  # central DP: the bound used each round
+      "secure_clipped": np.zeros(fed.rounds, np.int64),
   }
   first_round = 0
   if checkpoints is not None:
@@ -213,6 +241,7 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
     state["dropped"][round_index] = int(metrics.dropped)
     state["stragglers"][round_index] = int(metrics.stragglers)
     state["upload_bytes"][round_index] = float(metrics.upload_bytes)
+    state["secure_clipped"][round_index] = int(metrics.secure_clipped)
     last = round_index == fed.rounds - 1
     if checkpoints is not None and config.checkpoint_every and (
         (round_index + 1) % config.checkpoint_every == 0 or last):
@@ -227,10 +256,29 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
       broadcast_bytes=float(_parameter_bytes(server.params) + _parameter_bytes(server.broadcast)),
       client_state_bytes=client_state_bytes(clients),
       privacy=privacy_report(plan) | ({"clip_norm_per_round": state["clip_norm"].tolist()}
-                                      if plan is not None and plan.mechanism == "central" else {}))
+                                      if plan is not None and plan.mechanism == "central" else {}),
+      algorithm=algorithm, clients=clients, broadcast=server.broadcast, secure=secure,
+      secure_clipped=int(state["secure_clipped"].sum()))
 
 
 # ------------------------------------------------------------------------------------ the run
+def _audit(config: RunConfig, federated: FederatedTraining, examples: ClientExamples,
+           item_table: ItemTable, local: LocalTraining, requests: np.ndarray,
+           candidates: np.ndarray, tables: MovieLensTables, num_items: int) -> dict[str, Any]:
+  """The curious server's attacks on the uploads of the round after training and the test
+  period's Top-T requests, scored against the users' true attributes."""
+  uploads, lifts = observe_uploads(
+      federated.params, examples, item_table, local=local, algorithm=federated.algorithm,
+      broadcast=federated.broadcast, states=federated.clients,
+      seed_key=_key(config.seed, "clients"), round_index=config.federated.rounds,
+      secure=federated.secure)
+  attributes = {"gender": tables.gender.astype(np.int64),
+                "age_group": np.searchsorted(AGE_BUCKET_EDGES, tables.age, side="right"),
+                "occupation": tables.occupation.astype(np.int64)}
+  return audit(uploads=uploads, lifts=lifts, examples=examples, requests=requests,
+               candidates=candidates, num_items=num_items, attributes=attributes, seed=config.seed)
+
+
 def _parameter_bytes(params) -> int:
   return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(params)))
 
@@ -315,8 +363,11 @@ def run(config: RunConfig, *, progress: bool = True,
   reranker = make_reranker(config.rerank)
   top_t, top_k = config.ranking.top_t, config.eval.top_k
 
-  def serve(known_public: Interactions, known_private: Interactions):
-    """One serving round; returns the lists of every method, [U, top_k] each."""
+  decoys = config.privacy.request_decoys
+
+  def serve(known_public: Interactions, known_private: Interactions, period: int):
+    """One serving round; returns the lists of every method, [U, top_k] each, the requests
+    the clients sent the server and the candidate lists it sent them."""
     serving = recall.serving._replace(known=known_public)  # the logs grew since training
     examples = examples_for(serving, known_private, positives=Interactions.empty())
     ranked = {
@@ -331,7 +382,13 @@ def run(config: RunConfig, *, progress: bool = True,
         genres=jnp.asarray(genres), popularity=jnp.asarray(item_counts(known_public, m)),
         known=jnp.asarray(padded_item_lists(known_public, n)),
         cold=jnp.asarray(np.bincount(known_public.user, minlength=n) == 0))
-    final = np.asarray(final_list(reranker(ranked["p_fl"], context), top_k))
+    request = ranked["p_fl"]
+    if decoys:  # request privacy: hide the Top-T among decoys, drop them from the answer
+      request, decoy_items = _pad_requests(request, examples,
+                                           _key(config.seed, "decoys", period), num_decoys=decoys)
+      final = np.asarray(_drop_decoys(reranker(request, context).items, decoy_items, k=top_k))
+    else:
+      final = np.asarray(final_list(reranker(request, context), top_k))
     # Recall-only baselines get the protocol's full exclusion of everything known.
     everything = known_public + known_private
     lists = {
@@ -343,19 +400,25 @@ def run(config: RunConfig, *, progress: bool = True,
         "federated (P_FL)": np.asarray(ranked["p_fl"].items[:, :top_k]),
         "pprsf (P_FL + re-rank)": final,
     }
-    return lists
+    return lists, np.asarray(request.items), np.asarray(examples.items.reshape(n, -1))
 
   # Period 1 (validation): serve, then the service layer logs what users did.
-  valid_lists = serve(public.history, private.history)
+  valid_lists, _, _ = serve(public.history, private.history, period=1)
   service = serve_period(valid_lists["pprsf (P_FL + re-rank)"], data.valid, m)
   valid_metrics = {name: evaluate_lists(lists, data.valid.interactions, m)
                    for name, lists in valid_lists.items()}
   lap("serve_valid")
   # Period 2 (test): the logs fed back — the server knows more public history, clients more private.
-  test_lists = serve(public.history + service.public, private.history + service.private)
+  test_lists, test_requests, test_candidates = serve(public.history + service.public,
+                                    private.history + service.private, period=2)
   test_metrics = {name: evaluate_lists(lists, data.test.interactions, m)
                   for name, lists in test_lists.items()}
   lap("serve_test")
+  privacy_results = dict(federated.privacy)
+  if config.privacy.audit:
+    privacy_results["audit"] = _audit(config, federated, federated_examples, item_table, local,
+                                      test_requests, test_candidates, tables, m)
+    lap("privacy_audit")
 
   ndcg = f"ndcg@{top_k}"
   p_fl, p_sum = test_metrics["federated (P_FL)"][ndcg], test_metrics["central (P_Sum)"][ndcg]
@@ -380,8 +443,12 @@ def run(config: RunConfig, *, progress: bool = True,
                     "losses": federated.losses, "rejected_uploads": federated.rejected,
                     "dropped_clients": federated.dropped,
                     "straggler_clients": federated.stragglers,
-                    "client_state_bytes_all_clients": federated.client_state_bytes},
-      "privacy": federated.privacy,
+                    "client_state_bytes_all_clients": federated.client_state_bytes,
+                    "secure_aggregation": (None if federated.secure is None else {
+                        "fractional_bits": federated.secure.fractional_bits,
+                        "bound": federated.secure.max_abs_value,
+                        "clipped_entries": federated.secure_clipped})},
+      "privacy": privacy_results,
       "attack": {"kind": attack.kind, "attackers": int(attackers.sum()),
                  "target_item": target_item,
                  # Share of each method's final test lists that contain the target item.
@@ -392,6 +459,6 @@ def run(config: RunConfig, *, progress: bool = True,
           "down_theta_and_broadcast": federated.broadcast_bytes,
           "up_update": federated.upload_bytes, "up_update_uncompressed": federated.dense_upload_bytes,
           "down_candidates": k * 12,  # id, recall score, popularity
-          "down_neighbor_lists": k * config.recall.num_neighbors * 8, "up_top_t": top_t * 4},
+          "down_neighbor_lists": k * config.recall.num_neighbors * 8, "up_top_t": (top_t + decoys) * 8},  # id + score
       "timings_s": timings,
   }

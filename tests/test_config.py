@@ -143,6 +143,10 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "privacy.target_quantile": [0.0, 1.0],
     "privacy.clip_learning_rate": [0.0],
     "privacy.clip_count_stddev": [0.0],
+    "privacy.audit": ["yes", 1],
+    "privacy.secure_aggregation": ["on"],
+    "privacy.secure_aggregation_bound": [0.0, -1.0],
+    "privacy.request_decoys": [-1],
     "baselines.central_epochs": [0],
     "baselines.local_only_epochs": [0],
     "rerank.strategies": [("shuffle",), ("mmr", "shuffle"), ["mmr"], ("mmr", 3), "mmr"],
@@ -165,6 +169,8 @@ def _wrong_types(field: Field) -> list[Any]:
     return common + ["0.1", True, NAN, INF, -INF, 10**400, 0.1 + 0j, np.bool_(True)]
   if field.annotation is str:
     return common + [3, b"abc", ("abc",), ["abc"]]
+  if field.annotation is bool:
+    return common + [0, 1, 1.0, "true", np.bool_(True)]
   return common + [3, 3.5, b"ab", {"a": 1}]  # tuple fields
 
 
@@ -228,6 +234,12 @@ def test_invalid_value_is_rejected_naming_the_field(path, value):
     (["privacy.mechanism=central", "federated.weighting=uniform", "privacy.accountant=pld"],
      "privacy.accountant"),
     (["privacy.clipping=adaptive", "privacy.noise_multiplier=12"], "privacy.clip_count_stddev"),
+    (["privacy.secure_aggregation=true", "federated.aggregator=krum"], "federated.aggregator"),
+    (["privacy.secure_aggregation=true", "federated.compression=top_k"], "federated.compression"),
+    (["privacy.secure_aggregation=true", "federated.max_update_norm=1"],
+     "federated.max_update_norm"),
+    (["privacy.secure_aggregation=true", "privacy.mechanism=central",
+      "federated.weighting=uniform"], "privacy.mechanism"),
 ])
 def test_cross_field_limits_name_the_field(overrides, path):
   with pytest.raises(ConfigError) as caught:
@@ -279,6 +291,8 @@ def _assert_well_typed(field: Field, value: Any) -> None:
     assert math.isfinite(value)
   elif field.annotation is str:
     assert isinstance(value, str) and value and "\x00" not in value
+  elif field.annotation is bool:
+    assert isinstance(value, bool)
   elif field.path == "ranking.hidden_sizes":
     assert isinstance(value, tuple) and value
     assert all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value)

@@ -1,7 +1,9 @@
-"""Privacy you can measure: DP (central and local) with dp-accounting, and its plan for a run.
+"""Privacy you can measure: DP with dp-accounting, secure aggregation, and an audit by attack.
 
-Client side: `local_dp` (noise before upload). Server side: `central_dp` (DP-FedAvg reducer).
-Both act on exactly what a client uploads; `accounting` states the mechanism to dp-accounting.
+Client side: `local_dp` (noise before upload), masking in `secure_aggregation`. Server side:
+`central_dp` (DP-FedAvg reducer), unmasking. Both act on exactly what a client uploads;
+`accounting` states the mechanism to dp-accounting, `plan` turns a config into all of it,
+`curious_server` + `audit` attack what the server received, `tradeoff` sweeps epsilon.
 """
 
 from pprsf_jax.privacy.accounting import (RoundMechanism, calibrate_noise_multiplier, epsilon,

@@ -10,14 +10,18 @@ import numpy as np
 import optax
 
 from pprsf_jax.aggregation import ClientState, FederatedAlgorithm, ServerState
+from pprsf_jax.privacy.secure_aggregation import SecureAggregationConfig
+from pprsf_jax.privacy.secure_round import secure_weighted_mean
 from pprsf_jax.ranking.client import LocalTraining, client_update
 from pprsf_jax.ranking.attacks import Attack, poison_upload
 from pprsf_jax.ranking.faults import FaultModel, draw_faults
 from pprsf_jax.ranking.features import ClientExamples, ItemTable
 
 
-# The server's own randomness in a round uses a stream no client id can take.
+# The server's own randomness in a round uses a stream no client id can take; so do the
+# pairwise masks of secure aggregation.
 SERVER_STREAM = 2**31 - 1
+MASK_STREAM = 2**31 - 2
 
 
 class RoundMetrics(NamedTuple):
@@ -27,6 +31,7 @@ class RoundMetrics(NamedTuple):
   dropped: jax.Array  # [] int32 real clients that left before uploading (simulated)
   stragglers: jax.Array  # [] int32 real clients that completed only part of their steps
   upload_bytes: jax.Array  # [] float32 mean bytes on the wire per upload that arrived
+  secure_clipped: jax.Array  # [] int32 entries clipped to secure aggregation's fixed-point range
 
 
 def client_key(seed_key: jax.Array, round_index, client_id) -> jax.Array:
@@ -51,8 +56,13 @@ def _norms(tree) -> jax.Array:
 
 def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
                faults: FaultModel = FaultModel(), max_update_norm: float = 0.0,
-               attack: Attack = Attack()) -> Callable:
+               attack: Attack = Attack(),
+               secure: SecureAggregationConfig | None = None) -> Callable:
   """Builds the jitted round.
+
+  With `secure`, uploads travel masked (`pprsf_jax.privacy.secure_round`): the server learns
+  only the weighted sum of those that arrived, so it can neither check nor refuse one (only
+  FedAvg-style reducers apply; the config enforces it).
 
   `faults` simulates dropouts and stragglers; the server refuses uploads that are not finite or,
   with `max_update_norm` > 0, whose update is longer than it (a refused client keeps its state).
@@ -89,15 +99,35 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
     # The server accepts an upload only if everything in it is finite and within the norm bound.
     # Refused uploads only leave the mask: every reducer honours it (by `where`, so a NaN in a
     # masked slot cannot leak through 0 * NaN).
-    valid = _finite_rows(uploads.delta) & _finite_rows(uploads.extra)
-    if max_update_norm > 0:
-      valid = valid & (_norms(uploads.delta) <= max_update_norm)
-    accepted = arrived & valid
-    mask = accepted.astype(client_mask.dtype)
-    weights = uploads.num_examples if algorithm.weighting == "examples" else jnp.ones_like(mask)
-    update, aggregator_state = algorithm.aggregator.aggregate(
-        uploads.delta, server.aggregator, weights=weights, mask=mask, steps=uploads.num_steps,
-        key=client_key(seed_key, round_index, SERVER_STREAM), params=params)
+    server_key = client_key(seed_key, round_index, SERVER_STREAM)
+    weights = (uploads.num_examples if algorithm.weighting == "examples"
+               else jnp.ones_like(client_mask))
+    if secure is None:
+      valid = _finite_rows(uploads.delta) & _finite_rows(uploads.extra)
+      if max_update_norm > 0:
+        valid = valid & (_norms(uploads.delta) <= max_update_norm)
+      accepted = arrived & valid
+      mask = accepted.astype(client_mask.dtype)
+      update, aggregator_state = algorithm.aggregator.aggregate(
+          uploads.delta, server.aggregator, weights=weights, mask=mask, steps=uploads.num_steps,
+          key=server_key, params=params)
+      secure_clipped = jnp.zeros((), jnp.int32)
+    else:
+      accepted = arrived  # nothing to inspect: every upload that arrives is summed
+      mask = accepted.astype(client_mask.dtype)
+      # Weights over a public constant (a client's example slots) stay within the fixed-point
+      # range; the mean is unchanged by the common scale.
+      slots = float(np.prod(cohort.mask.shape[1:]))
+      mean, secure_clipped, _ = secure_weighted_mean(
+          uploads.delta, params, weights=weights / slots, present=real, sending=arrived,
+          client_ids=client_ids, round_key=client_key(seed_key, round_index, MASK_STREAM),
+          config=secure)
+      # The server's remaining stages see the securely computed mean as a single update.
+      single = jnp.ones((1,), client_mask.dtype)
+      update, aggregator_state = algorithm.aggregator.aggregate(
+          jax.tree.map(lambda leaf: leaf[None], mean), server.aggregator, weights=single,
+          mask=single * jnp.any(accepted), steps=jnp.ones((1,), jnp.int32), key=server_key,
+          params=params)
     stepped = ServerState(
         params=optax.apply_updates(params, update), aggregator=aggregator_state,
         broadcast=algorithm.local.server_update(server.broadcast, uploads.extra, mask))
@@ -123,6 +153,7 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
         stragglers=count(real & (client_faults.work < 1)),
         upload_bytes=jnp.sum(jnp.where(arrived, uploads.num_bytes, 0.0))
         / jnp.maximum(jnp.sum(arrived), 1),
+        secure_clipped=secure_clipped.astype(jnp.int32),
     )
     return server, clients, round_metrics
 

@@ -1,0 +1,132 @@
+"""The audit: a curious server attacks exactly what it receives, and is scored against the truth.
+
+What the server receives from client i is its upload (the update after any local DP noise and
+compression, as decoded) and its Top-T request. The audit asks every client for the upload it
+would send in the round after training (from the final Theta, with its own state and key, as if
+sampled), then runs three attacks:
+
+* attribute inference from uploads and, separately, from Top-T requests (gender, age group,
+  occupation), a cross-validated linear attacker (`pprsf_jax.privacy.audit`); the same attack
+  on the candidate lists the server computed itself is the baseline a request adds to;
+* interaction inference from uploads: for each candidate the server sent, how much the upload
+  raises its score, with the private inputs the server cannot know (user attributes, history
+  profile, neighbour scores) set to zero. Higher = guessed interacted.
+
+The private attributes enter only as the answer key of the scoring, never as attack input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from pprsf_jax.aggregation import ClientState, FederatedAlgorithm
+from pprsf_jax.privacy.audit import AttackReport, attribute_inference, interaction_inference_auc
+from pprsf_jax.ranking.client import LocalTraining, client_update
+from pprsf_jax.ranking.features import ClientExamples, ItemTable, client_features
+from pprsf_jax.privacy.secure_aggregation import SecureAggregationConfig
+from pprsf_jax.privacy.secure_round import what_the_server_sees
+from pprsf_jax.ranking.federated import MASK_STREAM, client_key
+from pprsf_jax.ranking.model import logits
+
+
+def _server_view(examples: ClientExamples) -> ClientExamples:
+  """A client's candidate lists as the server knows them: private inputs zeroed."""
+  return examples._replace(user_features=jnp.zeros_like(examples.user_features),
+                           profile=jnp.zeros_like(examples.profile),
+                           neighbor_scores=jnp.zeros_like(examples.neighbor_scores))
+
+
+def observe_uploads(params, examples: ClientExamples, item_table: ItemTable, *,
+                    local: LocalTraining, algorithm: FederatedAlgorithm, broadcast,
+                    states: ClientState, seed_key: jax.Array, round_index: int,
+                    secure: SecureAggregationConfig | None = None,
+                    chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
+  """Every client's upload as the server would receive it, and the interaction-attack scores.
+
+  With `secure`, what the server receives is each client's masked vector (masked within its
+  chunk of clients, as within a cohort); the attacks read it the only way they can, decoded on
+  its own.
+
+  Returns:
+    ([N, D] float32 uploads as seen, [N, S * K] float32 score increase per candidate).
+  """
+  num_clients = examples.mask.shape[0]
+  unravel = ravel_pytree(params)[1]
+
+  @jax.jit
+  def observe(chunk_examples, chunk_states, chunk_ids):
+    def one(client_examples, state, client_id):
+      upload, _, _ = client_update(params, client_examples, item_table,
+                                   key=client_key(seed_key, round_index, client_id), local=local,
+                                   algorithm=algorithm, broadcast=broadcast, state=state)
+      return upload.delta, client_features(_server_view(client_examples), item_table)
+
+    deltas, features = jax.vmap(one)(chunk_examples, chunk_states, chunk_ids)
+    if secure is None:
+      seen = jax.vmap(lambda delta: ravel_pytree(delta)[0])(deltas)
+    else:
+      seen = what_the_server_sees(
+          deltas, jnp.ones(chunk_ids.shape), client_ids=chunk_ids, config=secure,
+          round_key=client_key(seed_key, round_index, MASK_STREAM))[:, :-1]
+
+    def lift(flat, rows):
+      moved = jax.tree.map(jnp.add, params, unravel(flat))
+      return logits(local.model, moved, rows) - logits(local.model, params, rows)
+
+    return seen, jax.vmap(lift)(seen, features)
+
+  flats, lifts = [], []
+  for start in range(0, num_clients, chunk):
+    ids = np.arange(start, min(start + chunk, num_clients))
+    padded = np.concatenate([ids, np.full(chunk - len(ids), ids[-1])])  # one compiled shape
+    take = lambda leaf: jnp.asarray(np.asarray(leaf)[padded])
+    flat, lift = observe(jax.tree.map(take, examples), jax.tree.map(take, states),
+                         jnp.asarray(padded, jnp.int32))
+    flats.append(np.asarray(flat)[:len(ids)])
+    lifts.append(np.asarray(lift)[:len(ids)])
+  return np.concatenate(flats), np.concatenate(lifts)
+
+
+def request_features(requests: np.ndarray, num_items: int) -> np.ndarray:
+  """[N, M] float32 multi-hot of the items each client's request names (-1 slots ignored)."""
+  rows = np.repeat(np.arange(requests.shape[0]), requests.shape[1])
+  items = requests.reshape(-1)
+  keep = items >= 0
+  hot = np.zeros((requests.shape[0], num_items), np.float32)
+  hot[rows[keep], items[keep]] = 1.0
+  return hot
+
+
+def _report(report: AttackReport) -> dict[str, Any]:
+  return {"auc": report.auc, "accuracy": report.accuracy,
+          "majority_accuracy": report.majority_accuracy, "classes": report.num_classes}
+
+
+def audit(*, uploads: np.ndarray, lifts: np.ndarray, examples: ClientExamples,
+          requests: np.ndarray, candidates: np.ndarray, num_items: int,
+          attributes: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
+  """Scores every attack. `attributes` maps a name to [N] integer labels (the answer key).
+
+  The attack on the candidate lists the server itself computed (`candidates`, [N, K]) is the
+  baseline for the one on requests: a request can only leak what goes beyond it.
+  """
+  # A non-finite upload is refused by the server and teaches it nothing: it reads as all zeros.
+  uploads = np.where(np.isfinite(uploads).all(axis=1, keepdims=True), uploads, 0.0)
+  requested = request_features(requests, num_items)
+  interacted = np.asarray(examples.labels).reshape(lifts.shape) > 0
+  valid = np.asarray(examples.mask).reshape(lifts.shape) > 0
+  return {
+      "attribute_from_uploads": {name: _report(attribute_inference(uploads, labels, seed=seed))
+                                 for name, labels in attributes.items()},
+      "attribute_from_requests": {name: _report(attribute_inference(requested, labels, seed=seed))
+                                  for name, labels in attributes.items()},
+      "attribute_from_candidates": {name: _report(attribute_inference(
+          request_features(candidates, num_items), labels, seed=seed))
+                                    for name, labels in attributes.items()},
+      "interaction_from_uploads_auc": interaction_inference_auc(lifts, interacted, valid),
+  }
