@@ -276,7 +276,7 @@ class PrivacyConfig:
   clipping: str = "fixed"  # central DP: "fixed" C, or "adaptive" (tracks a quantile of update norms)
   target_quantile: float = 0.5  # adaptive: share of clients whose update should fit within C
   clip_learning_rate: float = 0.2  # adaptive: geometric step of C per round
-  clip_count_stddev: float = 5.0  # adaptive: std of the noise on the count of fitting clients (> z / 2)
+  clip_count_stddev: float = 0.0  # adaptive: std of the noise on the count of fitting clients (> z / 2); 0 = max(cohort / 20, z)
   audit: bool = False  # after training, attack what the server received (attributes, interactions)
   secure_aggregation: bool = False  # uploads travel pairwise-masked; the server learns only their sum
   secure_aggregation_bound: float = 16.0  # B: each entry of a (weighted) upload is clipped to [-B, B] for encoding
@@ -295,14 +295,14 @@ class PrivacyConfig:
     _check_real(self.target_quantile, "privacy.target_quantile", 0, 1,
                 low_open=True, high_open=True)
     _check_real(self.clip_learning_rate, "privacy.clip_learning_rate", 0, low_open=True)
-    _check_real(self.clip_count_stddev, "privacy.clip_count_stddev", 0, low_open=True)
+    _check_real(self.clip_count_stddev, "privacy.clip_count_stddev", 0)
     _check(isinstance(self.audit, bool), "privacy.audit", "true or false", self.audit)
     _check(isinstance(self.secure_aggregation, bool), "privacy.secure_aggregation",
            "true or false", self.secure_aggregation)
     _check_real(self.secure_aggregation_bound, "privacy.secure_aggregation_bound", 0,
                 low_open=True)
     _check_int(self.request_decoys, "privacy.request_decoys", 0)
-    if self.clipping == "adaptive" and self.target_epsilon == 0:
+    if self.clipping == "adaptive" and self.target_epsilon == 0 and self.clip_count_stddev > 0:
       _check(2 * self.clip_count_stddev > self.noise_multiplier, "privacy.clip_count_stddev",
              f"> privacy.noise_multiplier / 2 ({self.noise_multiplier / 2}) under adaptive "
              "clipping", self.clip_count_stddev)

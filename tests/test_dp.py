@@ -216,3 +216,13 @@ def test_local_plan_charges_the_busiest_clients_rounds():
                       FederatedConfig(clients_per_round=10), 50, schedule)
   assert plan.charged_rounds == participations(schedule, 50).max()
   assert epsilon(plan.accounting, plan.charged_rounds, 1e-3) == pytest.approx(5.0, rel=1e-2)
+
+
+def test_automatic_count_noise_keeps_adaptive_clipping_possible_at_any_noise():
+  schedule = cohort_schedule(1000, 100, 20, seed=0)
+  for epsilon_target in (0.2, 8.0):
+    plan = plan_privacy(PrivacyConfig(mechanism="central", clipping="adaptive",
+                                      target_epsilon=epsilon_target),
+                        FederatedConfig(weighting="uniform"), 1000, schedule)
+    assert plan.adaptive.count_stddev == max(100 / 20, plan.noise_multiplier)
+    assert update_noise_multiplier(plan.noise_multiplier, plan.adaptive.count_stddev) > 0

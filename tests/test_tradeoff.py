@@ -24,9 +24,11 @@ def test_configs_differ_from_the_base_by_the_privacy_point_only():
   central = tradeoff.config_for(base, "central", 2.0)
   assert (central.privacy.mechanism, central.privacy.target_epsilon) == ("central", 2.0)
   assert central.privacy.clipping == "adaptive" and central.federated.weighting == "uniform"
+  assert central.federated.sampling == "poisson" and central.privacy.accountant == "pld"
   assert central.privacy.audit
   no_dp = tradeoff.config_for(base, "central", math.inf)
   assert no_dp.privacy.mechanism == "none" and no_dp.federated.weighting == "uniform"
+  assert no_dp.federated.sampling == "poisson"
   local = tradeoff.config_for(base, "local", 8.0)
   assert local.privacy.mechanism == "local" and local.federated.weighting == "examples"
   assert local.federated == base.federated

@@ -58,9 +58,11 @@ def plan_privacy(config: PrivacyConfig, fed: FederatedConfig, num_clients: int,
         mechanism, charged, config.target_epsilon, config.delta, config.accountant))
   adaptive = None
   if config.mechanism == "central" and config.clipping == "adaptive":
-    adaptive = AdaptiveClipping(config.target_quantile, config.clip_learning_rate,
-                                config.clip_count_stddev)
-    accounting.update_noise_multiplier(mechanism.noise_multiplier, config.clip_count_stddev)
+    # Auto: Andrew et al.'s cohort / 20, raised to z when the noise is that large (so 2s > z;
+    # the update then keeps z / sqrt(3/4), 15% more noise than without the count).
+    count_stddev = config.clip_count_stddev or max(cohort / 20, mechanism.noise_multiplier)
+    accounting.update_noise_multiplier(mechanism.noise_multiplier, count_stddev)  # checks 2s > z
+    adaptive = AdaptiveClipping(config.target_quantile, config.clip_learning_rate, count_stddev)
   return PrivacyPlan(mechanism=config.mechanism, clip_norm=config.clip_norm,
                      noise_multiplier=mechanism.noise_multiplier, expected_clients=float(cohort),
                      adaptive=adaptive, accounting=mechanism, charged_rounds=charged,

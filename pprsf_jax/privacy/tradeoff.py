@@ -24,12 +24,15 @@ FEDERATED = "federated (P_FL)"
 def config_for(base: RunConfig, mechanism: str, epsilon: float) -> RunConfig:
   """`base` with the audit on and `mechanism` calibrated to `epsilon` (inf: no DP).
 
-  Central DP weighs clients uniformly and clips adaptively (the update norms of a new model are
-  not known in advance); the no-DP point uses uniform weighting too, so it differs by DP only.
+  Central DP weighs clients uniformly, samples Poisson cohorts, accounts with PLD and clips
+  adaptively (the update norms of a new model are not known in advance); its no-DP point uses
+  the same weighting and sampling, so it differs by DP only.
   """
   overrides = ["privacy.audit=true"]
   if mechanism == "central":
-    overrides.append("federated.weighting=uniform")
+    # Poisson cohorts: amplification the PLD accountant can count (tighter than fixed-size RDP).
+    overrides += ["federated.weighting=uniform", "federated.sampling=poisson",
+                  "privacy.accountant=pld"]
   if math.isinf(epsilon):
     overrides.append("privacy.mechanism=none")
   else:
