@@ -133,6 +133,7 @@ def _pad_requests(request: TopTRequest, examples: ClientExamples, key, *,
 
 @functools.partial(jax.jit, static_argnames=("k",))
 def _drop_decoys(ranked_items, decoys, *, k: int) -> jax.Array:
+  """[U, k] each client's final list: the server's re-ranked answer without its own decoys."""
   return jax.vmap(lambda items, mine: drop_decoys(items, mine, k))(ranked_items, decoys)
 
 
@@ -409,8 +410,8 @@ def run(config: RunConfig, *, progress: bool = True,
                    for name, lists in valid_lists.items()}
   lap("serve_valid")
   # Period 2 (test): the logs fed back — the server knows more public history, clients more private.
-  test_lists, test_requests, test_candidates = serve(public.history + service.public,
-                                    private.history + service.private, period=2)
+  test_lists, test_requests, test_candidates = serve(
+      public.history + service.public, private.history + service.private, period=2)
   test_metrics = {name: evaluate_lists(lists, data.test.interactions, m)
                   for name, lists in test_lists.items()}
   lap("serve_test")

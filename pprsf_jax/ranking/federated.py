@@ -96,13 +96,13 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
           poisoned, uploads.delta))
     real = client_mask > 0
     arrived = real & ~client_faults.dropped & ~metrics.diverged  # a diverged client sends nothing
-    # The server accepts an upload only if everything in it is finite and within the norm bound.
-    # Refused uploads only leave the mask: every reducer honours it (by `where`, so a NaN in a
-    # masked slot cannot leak through 0 * NaN).
     server_key = client_key(seed_key, round_index, SERVER_STREAM)
     weights = (uploads.num_examples if algorithm.weighting == "examples"
                else jnp.ones_like(client_mask))
     if secure is None:
+      # The server accepts an upload only if everything in it is finite and within the norm
+      # bound. Refused uploads only leave the mask: every reducer honours it (by `where`, so a
+      # NaN in a masked slot cannot leak through 0 * NaN).
       valid = _finite_rows(uploads.delta) & _finite_rows(uploads.extra)
       if max_update_norm > 0:
         valid = valid & (_norms(uploads.delta) <= max_update_norm)
