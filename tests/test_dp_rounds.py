@@ -139,3 +139,21 @@ def test_audit_finds_the_leak_and_local_dp_closes_it():
   assert plain["interaction_from_uploads_auc"] > 0.7
   assert noised["attribute_from_uploads"]["gender"]["auc"] < 0.65
   assert abs(noised["interaction_from_uploads_auc"] - 0.5) < 0.1
+
+
+def test_audit_treats_non_finite_uploads_as_refused():
+  from pprsf_jax.privacy.curious_server import audit  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  n, k = 40, 6
+  labels = np.zeros((n, 1, k), np.float32)
+  labels[:, 0, :2] = 1
+  examples = type("Examples", (), {"labels": labels, "mask": np.ones((n, 1, k), np.float32)})
+  uploads = rng.normal(size=(n, 5)).astype(np.float32)
+  lifts = np.where(labels.reshape(n, k) > 0, 1.0, 0.0) + 0.1 * rng.normal(size=(n, k))
+  uploads[3] = np.nan
+  lifts[3] = np.nan
+  result = audit(uploads=uploads, lifts=lifts, examples=examples,
+                 requests=rng.integers(0, 9, size=(n, 3)), candidates=rng.integers(0, 9, (n, 6)),
+                 num_items=9, attributes={"gender": np.arange(n) % 2}, seed=0)
+  assert result["unusable_uploads"] == 1
+  assert result["interaction_from_uploads_auc"] > 0.9

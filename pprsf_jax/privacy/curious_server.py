@@ -115,12 +115,16 @@ def audit(*, uploads: np.ndarray, lifts: np.ndarray, examples: ClientExamples,
   The attack on the candidate lists the server itself computed (`candidates`, [N, K]) is the
   baseline for the one on requests: a request can only leak what goes beyond it.
   """
-  # A non-finite upload is refused by the server and teaches it nothing: it reads as all zeros.
-  uploads = np.where(np.isfinite(uploads).all(axis=1, keepdims=True), uploads, 0.0)
-  requested = request_features(requests, num_items)
   interacted = np.asarray(examples.labels).reshape(lifts.shape) > 0
   valid = np.asarray(examples.mask).reshape(lifts.shape) > 0
+  # A non-finite upload (a client whose training diverged from a noisy Theta, say) is refused
+  # by the server and teaches it nothing: it reads as all zeros, and its candidates as unscored.
+  unusable = ~(np.isfinite(uploads).all(axis=1) & np.isfinite(np.where(valid, lifts, 0)).all(axis=1))
+  uploads = np.where(unusable[:, None], 0.0, uploads)
+  valid = valid & ~unusable[:, None]
+  requested = request_features(requests, num_items)
   return {
+      "unusable_uploads": int(unusable.sum()),
       "attribute_from_uploads": {name: _report(attribute_inference(uploads, labels, seed=seed))
                                  for name, labels in attributes.items()},
       "attribute_from_requests": {name: _report(attribute_inference(requested, labels, seed=seed))
