@@ -114,6 +114,8 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
       secure_clipped = jnp.zeros((), jnp.int32)
     else:
       accepted = arrived  # nothing to inspect: every upload that arrives is summed
+      # The masked vector also carries the client's weight: one more 32-bit word on the wire.
+      uploads = uploads._replace(num_bytes=uploads.num_bytes + 4.0)
       mask = accepted.astype(client_mask.dtype)
       # Weights over a public constant (a client's example slots) stay within the fixed-point
       # range; the mean is unchanged by the common scale.
