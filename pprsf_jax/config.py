@@ -398,7 +398,8 @@ class RunConfig:
     self._check_privacy()
 
   def _check_privacy(self) -> None:
-    """Combinations under which a DP guarantee would not hold, named by the field to change."""
+    """Privacy combinations that cannot hold (a DP guarantee, or what secure aggregation lets
+    the server see), named by the field to change."""
     privacy, fed = self.privacy, self.federated
     if privacy.secure_aggregation:
       # The server sees only the sum: nothing that needs one client's update can run.
@@ -414,6 +415,9 @@ class RunConfig:
       _check(privacy.mechanism != "central", "privacy.mechanism",
              f'"none" or "local" {why}: server-side clipping needs single updates',
              privacy.mechanism)
+    _check(privacy.clipping == "fixed" or privacy.mechanism == "central", "privacy.clipping",
+           '"fixed" unless privacy.mechanism="central" (adaptive clipping is the server\'s)',
+           privacy.clipping)
     if privacy.mechanism == "none":
       return
     _check(fed.local_algorithm != "scaffold", "federated.local_algorithm",

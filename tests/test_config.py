@@ -235,6 +235,7 @@ def test_invalid_value_is_rejected_naming_the_field(path, value):
      "privacy.accountant"),
     (["privacy.clipping=adaptive", "privacy.noise_multiplier=12", "privacy.clip_count_stddev=5"],
      "privacy.clip_count_stddev"),
+    (["privacy.mechanism=local", "privacy.clipping=adaptive"], "privacy.clipping"),
     (["privacy.secure_aggregation=true", "federated.aggregator=krum"], "federated.aggregator"),
     (["privacy.secure_aggregation=true", "federated.compression=top_k"], "federated.compression"),
     (["privacy.secure_aggregation=true", "federated.max_update_norm=1"],
