@@ -67,3 +67,9 @@ def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
   """numerator / denominator, and 0 (not NaN) where the denominator is 0."""
   nonzero = denominator != 0
   return jnp.where(nonzero, numerator / jnp.where(nonzero, denominator, 1), 0)
+
+
+def client_norms(updates: Updates) -> jax.Array:
+  """[C] L2 norm of each client's slice of updates stacked on a leading client axis."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.reshape(leaf.shape[0], -1)), axis=1)
+                      for leaf in jax.tree.leaves(updates)))

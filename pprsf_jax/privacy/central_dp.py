@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pprsf_jax.aggregation.base import Aggregator
+from pprsf_jax.aggregation.base import Aggregator, client_norms
 from pprsf_jax.privacy.accounting import update_noise_multiplier
 
 
@@ -30,11 +30,6 @@ class AdaptiveClipping(NamedTuple):
 
 class GaussianMeanState(NamedTuple):
   clip_norm: jax.Array  # [] float32, the bound used in the next round
-
-
-def _client_norms(updates) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.reshape(leaf.shape[0], -1)), axis=1)
-                      for leaf in jax.tree.leaves(updates)))
 
 
 def gaussian_mean(*, clip_norm: float, noise_multiplier: float, expected_clients: float,
@@ -62,7 +57,7 @@ def gaussian_mean(*, clip_norm: float, noise_multiplier: float, expected_clients
   def aggregate(updates, state, *, weights, mask, steps, key, params):
     del weights, steps, params  # every client counts once; nothing else may change that
     bound = state.clip_norm
-    norms = _client_norms(updates)
+    norms = client_norms(updates)
     live = mask > 0
     # where, not a product: a refused (masked) row may be NaN, and 0 * NaN is NaN.
     scale = jnp.where(live, jnp.minimum(1.0, bound / jnp.maximum(norms, 1e-12)), 0.0)

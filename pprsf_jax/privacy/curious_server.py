@@ -26,19 +26,23 @@ from jax.flatten_util import ravel_pytree
 
 from pprsf_jax.aggregation import ClientState, FederatedAlgorithm
 from pprsf_jax.privacy.audit import AttackReport, attribute_inference, interaction_inference_auc
-from pprsf_jax.ranking.client import LocalTraining, client_update
-from pprsf_jax.ranking.features import ClientExamples, ItemTable, client_features
 from pprsf_jax.privacy.secure_aggregation import SecureAggregationConfig
 from pprsf_jax.privacy.secure_round import what_the_server_sees
+from pprsf_jax.ranking.client import LocalTraining, client_update
+from pprsf_jax.ranking.features import ClientExamples, ItemTable, client_features
 from pprsf_jax.ranking.federated import MASK_STREAM, client_key
 from pprsf_jax.ranking.model import logits
 
 
 def _server_view(examples: ClientExamples) -> ClientExamples:
-  """A client's candidate lists as the server knows them: private inputs zeroed."""
+  """A client's candidate lists as the server knows them: private inputs zeroed, and every
+  candidate it sent counted as real (the client's mask also drops items of its private
+  history, which the server cannot know, and would leak them through rank and score features)."""
   return examples._replace(user_features=jnp.zeros_like(examples.user_features),
                            profile=jnp.zeros_like(examples.profile),
-                           neighbor_scores=jnp.zeros_like(examples.neighbor_scores))
+                           neighbor_scores=jnp.zeros_like(examples.neighbor_scores),
+                           labels=jnp.zeros_like(examples.labels),
+                           mask=(examples.items >= 0).astype(examples.mask.dtype))
 
 
 def observe_uploads(params, examples: ClientExamples, item_table: ItemTable, *,

@@ -16,10 +16,6 @@ import jax.numpy as jnp
 Privatizer = Callable[[object, jax.Array], object]  # (update, key) -> update as sent
 
 
-def no_privatizer() -> Privatizer:
-  return lambda update, key: update
-
-
 def gaussian_privatizer(*, clip_norm: float, noise_multiplier: float) -> Privatizer:
   """Clip `update` to L2 norm `clip_norm`, then add N(0, (noise_multiplier * clip_norm)^2)."""
 

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from pprsf_jax.aggregation import ClientState, FederatedAlgorithm, ServerState
+from pprsf_jax.aggregation.base import client_norms
 from pprsf_jax.privacy.secure_aggregation import SecureAggregationConfig
 from pprsf_jax.privacy.secure_round import secure_weighted_mean
 from pprsf_jax.ranking.client import LocalTraining, client_update
@@ -46,12 +47,6 @@ def _finite_rows(tree) -> jax.Array:
     return True
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
                             for leaf in leaves]), axis=0)
-
-
-def _norms(tree) -> jax.Array:
-  """[C] L2 norm of each client's slice of the stacked tree."""
-  return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.reshape(leaf.shape[0], -1)), axis=1)
-                      for leaf in jax.tree.leaves(tree)))
 
 
 def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
@@ -105,7 +100,7 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
       # NaN in a masked slot cannot leak through 0 * NaN).
       valid = _finite_rows(uploads.delta) & _finite_rows(uploads.extra)
       if max_update_norm > 0:
-        valid = valid & (_norms(uploads.delta) <= max_update_norm)
+        valid = valid & (client_norms(uploads.delta) <= max_update_norm)
       accepted = arrived & valid
       mask = accepted.astype(client_mask.dtype)
       update, aggregator_state = algorithm.aggregator.aggregate(
