@@ -48,14 +48,15 @@ from pprsf_jax.recall.model import RecallParams
 from pprsf_jax.recall.retrieve import padded_item_lists
 from pprsf_jax.rerank import RerankContext, final_list, make_reranker
 from pprsf_jax.service import serve_period
-from pprsf_jax.types import Candidates, Interactions, PublicData, TopTRequest
+from pprsf_jax.types import Candidates, Interactions, PrivateData, PublicData, TopTRequest
 
 # Independent key streams, derived from the seed by name (so adding a stream changes no other).
 _STREAMS = {"recall_serving": 2, "theta0": 3, "clients": 4, "central": 5, "local_only": 6,
             "recall_fold": 7, "decoys": 8}
 
 
-def _key(seed: int, stream: str, index: int = 0) -> jax.Array:
+def stream_key(seed: int, stream: str, index: int = 0) -> jax.Array:
+  """The run's key for one named stream (a simulator and a deployment derive the same keys)."""
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _STREAMS[stream]), index)
 
 
@@ -99,9 +100,10 @@ def train_recall(public: PublicData, config: RecallConfig, seed: int) -> RecallM
   """Server side: the serving model, one cross-fitted model per fold, and popularity."""
   return RecallModels(
       popularity=train_popularity(public.history, public.num_users, public.num_items),
-      serving=fit_recall(public.history, public, config, _key(seed, "recall_serving")),
-      folds=tuple(fit_recall(public.context(f), public, config, _key(seed, "recall_fold", f))
-                  for f in range(public.num_folds)),
+      serving=fit_recall(public.history, public, config, stream_key(seed, "recall_serving")),
+      folds=tuple(
+          fit_recall(public.context(f), public, config, stream_key(seed, "recall_fold", f))
+          for f in range(public.num_folds)),
   )
 
 
@@ -110,7 +112,50 @@ def candidates_for(params: RecallParams, k: int, exclude: Interactions,
   return retrieve(params, k, exclude, user_chunk=config.user_chunk, item_chunk=config.item_chunk)
 
 
+def rerank_context(public: PublicData, known_public: Interactions) -> RerankContext:
+  """Server side: the public facts re-rank strategies use, from the public log as it stands."""
+  n, m = public.num_users, public.num_items
+  return RerankContext(
+      genres=jnp.asarray(public.catalogue.genres),
+      popularity=jnp.asarray(item_counts(known_public, m)),
+      known=jnp.asarray(padded_item_lists(known_public, n)),
+      cold=jnp.asarray(np.bincount(known_public.user, minlength=n) == 0))
+
+
 # ------------------------------------------------------------------------------------ client side
+def examples_from_recall(source: Recall, known_private: Interactions, positives: Interactions, *,
+                         public: PublicData, private: PrivateData,
+                         config: RecallConfig) -> ClientExamples:
+  """Server: candidates excluding what it knows; clients: features, private filter, labels.
+
+  Every client at once ([N, 1, K, ...]); a deployed client does the same for itself alone
+  (`pprsf_jax.deploy.device`).
+  """
+  candidates = candidates_for(source.params, config.num_candidates, source.known, config)
+  return build_examples(candidates, private.user_features,
+                        history=source.known + known_private, positives=positives,
+                        genres=public.catalogue.genres, neighbors=source.neighbors,
+                        public_counts=source.counts)
+
+
+def training_examples(recall: RecallModels, public: PublicData, private: PrivateData,
+                      config: RecallConfig) -> ClientExamples:
+  """Every client's ranking-training examples [N, S, K, ...]: clients label each fold's
+  candidates with that fold's interactions, which its recall model never saw (one list per fold).
+  """
+  return stack_lists([
+      examples_from_recall(fold_recall, private.context(f), public.labels(f) + private.labels(f),
+                           public=public, private=private, config=config)
+      for f, fold_recall in enumerate(recall.folds)])
+
+
+def local_training(config: RunConfig) -> LocalTraining:
+  """The ranking model and the clients' local optimisation a config describes."""
+  return LocalTraining(model=RankingMLP(hidden_sizes=config.ranking.hidden_sizes),
+                       epochs=config.ranking.local_epochs, batch_size=config.ranking.batch_size,
+                       learning_rate=config.ranking.learning_rate)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "top_t", "per_client_params"))
 def _rank_all(params, examples: ClientExamples, item_table: ItemTable, *, model: RankingMLP,
               top_t: int, per_client_params: bool) -> TopTRequest:
@@ -205,7 +250,7 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
                                       noise_std=fed.attack_noise_std),
                         secure=secure)
   attackers = np.zeros(num_clients, bool) if attackers is None else attackers
-  seed_key = _key(config.seed, "clients")
+  seed_key = stream_key(config.seed, "clients")
   item_table = jax.device_put(item_table)
   # Everything a resumed run needs, in fixed shapes (a checkpoint must fit its template).
   state = {
@@ -271,7 +316,7 @@ def _audit(config: RunConfig, federated: FederatedTraining, examples: ClientExam
   uploads, lifts = observe_uploads(
       federated.params, examples, item_table, local=local, algorithm=federated.algorithm,
       broadcast=federated.broadcast, states=federated.clients,
-      seed_key=_key(config.seed, "clients"), round_index=config.federated.rounds,
+      seed_key=stream_key(config.seed, "clients"), round_index=config.federated.rounds,
       secure=federated.secure)
   attributes = {"gender": tables.gender.astype(np.int64),
                 "age_group": np.searchsorted(AGE_BUCKET_EDGES, tables.age, side="right"),
@@ -309,7 +354,6 @@ def run(config: RunConfig, *, progress: bool = True,
   data: FederatedDataset = build_dataset(tables, config.data, config.seed)
   public, private = data.public, data.private
   n, m, k = public.num_users, public.num_items, config.recall.num_candidates
-  genres = public.catalogue.genres
   lap("data")
   log(f"data: {n} users, {m} items, {tables.num_ratings} interactions")
 
@@ -323,26 +367,14 @@ def run(config: RunConfig, *, progress: bool = True,
       recall_cache[recall_key] = recall
   item_table = make_item_table(public.catalogue)
 
-  def examples_for(source: Recall, known_private: Interactions,
-                   positives: Interactions) -> ClientExamples:
-    """Server: candidates excluding what it knows; client: features, private filter, labels."""
-    candidates = candidates_for(source.params, k, source.known, config.recall)
-    return build_examples(candidates, private.user_features,
-                          history=source.known + known_private, positives=positives,
-                          genres=genres, neighbors=source.neighbors, public_counts=source.counts)
-
-  # Clients label each fold's candidates with that fold's interactions, which its recall model
-  # never saw: one candidate list per fold.
-  train_examples = stack_lists([
-      examples_for(fold_recall, private.context(f), public.labels(f) + private.labels(f))
-      for f, fold_recall in enumerate(recall.folds)])
+  examples_for = functools.partial(examples_from_recall, public=public, private=private,
+                                   config=config.recall)
+  train_examples = training_examples(recall, public, private, config.recall)
   lap("recall")
-  model = RankingMLP(hidden_sizes=config.ranking.hidden_sizes)
-  local = LocalTraining(model=model, epochs=config.ranking.local_epochs,
-                        batch_size=config.ranking.batch_size,
-                        learning_rate=config.ranking.learning_rate)
+  local = local_training(config)
+  model = local.model
   theta0 = init_params(model, num_features(private.user_features.shape[1], item_table),
-                       key=_key(config.seed, "theta0"))
+                       key=stream_key(config.seed, "theta0"))
   attack, attackers, target_item = _attack_setup(config, public)
   # Attackers train on their own poisoned data; the baselines below keep the honest examples.
   federated_examples = poison_examples(
@@ -352,13 +384,15 @@ def run(config: RunConfig, *, progress: bool = True,
                               progress=progress, log=log, attackers=attackers,
                               checkpoints=None if run_dir is None else run_dir / "checkpoints")
   lap("federated_training")
-  central = train_central(theta0, train_examples, item_table, key=_key(config.seed, "central"),
-                          local=local, epochs=config.baselines.central_epochs)
+  central = train_central(theta0, train_examples, item_table,
+                          key=stream_key(config.seed, "central"), local=local,
+                          epochs=config.baselines.central_epochs)
   lap("central_training")
   local_only_local = LocalTraining(model=model, epochs=config.baselines.local_only_epochs,
                                    batch_size=local.batch_size, learning_rate=local.learning_rate)
   local_only = train_local_only(theta0, train_examples, item_table,
-                                seed_key=_key(config.seed, "local_only"), local=local_only_local)
+                                seed_key=stream_key(config.seed, "local_only"),
+                                local=local_only_local)
   lap("local_only_training")
 
   reranker = make_reranker(config.rerank)
@@ -379,14 +413,12 @@ def run(config: RunConfig, *, progress: bool = True,
         "p_i": _rank_all(local_only, examples, item_table, model=model, top_t=top_t,
                          per_client_params=True),
     }
-    context = RerankContext(
-        genres=jnp.asarray(genres), popularity=jnp.asarray(item_counts(known_public, m)),
-        known=jnp.asarray(padded_item_lists(known_public, n)),
-        cold=jnp.asarray(np.bincount(known_public.user, minlength=n) == 0))
+    context = rerank_context(public, known_public)
     request = ranked["p_fl"]
     if decoys:  # request privacy: hide the Top-T among decoys, drop them from the answer
       request, decoy_items = _pad_requests(request, examples,
-                                           _key(config.seed, "decoys", period), num_decoys=decoys)
+                                           stream_key(config.seed, "decoys", period),
+                                           num_decoys=decoys)
       final = np.asarray(_drop_decoys(reranker(request, context).items, decoy_items, k=top_k))
     else:
       final = np.asarray(final_list(reranker(request, context), top_k))

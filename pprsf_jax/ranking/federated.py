@@ -17,6 +17,7 @@ from pprsf_jax.ranking.client import LocalTraining, client_update
 from pprsf_jax.ranking.attacks import Attack, poison_upload
 from pprsf_jax.ranking.faults import FaultModel, draw_faults
 from pprsf_jax.ranking.features import ClientExamples, ItemTable
+from pprsf_jax.types import ClientUpload
 
 
 # The server's own randomness in a round uses a stream no client id can take; so do the
@@ -92,20 +93,9 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
     real = client_mask > 0
     arrived = real & ~client_faults.dropped & ~metrics.diverged  # a diverged client sends nothing
     server_key = client_key(seed_key, round_index, SERVER_STREAM)
-    weights = (uploads.num_examples if algorithm.weighting == "examples"
-               else jnp.ones_like(client_mask))
     if secure is None:
-      # The server accepts an upload only if everything in it is finite and within the norm
-      # bound. Refused uploads only leave the mask: every reducer honours it (by `where`, so a
-      # NaN in a masked slot cannot leak through 0 * NaN).
-      valid = _finite_rows(uploads.delta) & _finite_rows(uploads.extra)
-      if max_update_norm > 0:
-        valid = valid & (client_norms(uploads.delta) <= max_update_norm)
-      accepted = arrived & valid
-      mask = accepted.astype(client_mask.dtype)
-      update, aggregator_state = algorithm.aggregator.aggregate(
-          uploads.delta, server.aggregator, weights=weights, mask=mask, steps=uploads.num_steps,
-          key=server_key, params=params)
+      server, accepted = server_round(server, uploads, arrived, algorithm=algorithm,
+                                      max_update_norm=max_update_norm, key=server_key)
       secure_clipped = jnp.zeros((), jnp.int32)
     else:
       accepted = arrived  # nothing to inspect: every upload that arrives is summed
@@ -116,23 +106,18 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
       # range; the mean is unchanged by the common scale.
       slots = float(np.prod(cohort.mask.shape[1:]))
       mean, secure_clipped, _ = secure_weighted_mean(
-          uploads.delta, params, weights=weights / slots, present=real, sending=arrived,
-          client_ids=client_ids, round_key=client_key(seed_key, round_index, MASK_STREAM),
-          config=secure)
+          uploads.delta, params, weights=client_weights(uploads, algorithm) / slots,
+          present=real, sending=arrived, client_ids=client_ids,
+          round_key=client_key(seed_key, round_index, MASK_STREAM), config=secure)
       # The server's remaining stages see the securely computed mean as a single update.
       single = jnp.ones((1,), client_mask.dtype)
       update, aggregator_state = algorithm.aggregator.aggregate(
           jax.tree.map(lambda leaf: leaf[None], mean), server.aggregator, weights=single,
           mask=single * jnp.any(accepted), steps=jnp.ones((1,), jnp.int32), key=server_key,
           params=params)
-    stepped = ServerState(
-        params=optax.apply_updates(params, update), aggregator=aggregator_state,
-        broadcast=algorithm.local.server_update(server.broadcast, uploads.extra, mask))
-    # A round in which nothing was accepted changes nothing: no server-optimizer step on a zero
-    # update (momentum would otherwise move Theta on no evidence), no state drift. Under DP the
-    # noisy release happens regardless (`always_step`).
-    nothing = ~jnp.any(accepted) & (not algorithm.always_step)
-    server = jax.tree.map(lambda old, new: jnp.where(nothing, old, new), server, stepped)
+      server = _step_server(server, algorithm, update, aggregator_state, uploads.extra, mask,
+                            accepted)
+    mask = accepted.astype(client_mask.dtype)
     # A client keeps its new state only if the server took its upload (else both would disagree
     # on what was sent: error feedback would lose it, SCAFFOLD's c would drift from mean c_i).
     clients = jax.tree.map(
@@ -155,6 +140,49 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
     return server, clients, round_metrics
 
   return jax.jit(round_fn)
+
+
+def client_weights(uploads: ClientUpload, algorithm: FederatedAlgorithm) -> jax.Array:
+  """[C] each upload's weight in the mean: its example count, or 1 under uniform weighting."""
+  if algorithm.weighting == "examples":
+    return uploads.num_examples
+  return jnp.ones_like(uploads.num_examples)
+
+
+def _step_server(server: ServerState, algorithm: FederatedAlgorithm, update, aggregator_state,
+                 extra, mask, accepted) -> ServerState:
+  stepped = ServerState(
+      params=optax.apply_updates(server.params, update), aggregator=aggregator_state,
+      broadcast=algorithm.local.server_update(server.broadcast, extra, mask))
+  # A round in which nothing was accepted changes nothing: no server-optimizer step on a zero
+  # update (momentum would otherwise move Theta on no evidence), no state drift. Under DP the
+  # noisy release happens regardless (`always_step`).
+  nothing = ~jnp.any(accepted) & (not algorithm.always_step)
+  return jax.tree.map(lambda old, new: jnp.where(nothing, old, new), server, stepped)
+
+
+def server_round(server: ServerState, uploads: ClientUpload, arrived, *,
+                 algorithm: FederatedAlgorithm, max_update_norm: float,
+                 key: jax.Array) -> tuple[ServerState, jax.Array]:
+  """The server's half of a round: check the uploads that arrived, reduce them, step Theta.
+
+  The simulator (`make_round`) and a real deployment (`pprsf_jax.deploy`) both call this on
+  uploads stacked [C, ...]; `arrived` [C] bool marks the ones that reached the server.
+  Returns the next ServerState and [C] bool: the uploads it accepted.
+  """
+  # The server accepts an upload only if everything in it is finite and within the norm bound.
+  # Refused uploads only leave the mask: every reducer honours it (by `where`, so a NaN in a
+  # masked slot cannot leak through 0 * NaN).
+  valid = _finite_rows(uploads.delta) & _finite_rows(uploads.extra)
+  if max_update_norm > 0:
+    valid = valid & (client_norms(uploads.delta) <= max_update_norm)
+  accepted = arrived & valid
+  mask = accepted.astype(jnp.float32)
+  update, aggregator_state = algorithm.aggregator.aggregate(
+      uploads.delta, server.aggregator, weights=client_weights(uploads, algorithm), mask=mask,
+      steps=uploads.num_steps, key=key, params=server.params)
+  return _step_server(server, algorithm, update, aggregator_state, uploads.extra, mask,
+                      accepted), accepted
 
 
 def cohort_slice(examples: ClientExamples, client_ids, size: int) -> tuple[ClientExamples, Any, Any]:

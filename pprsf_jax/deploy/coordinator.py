@@ -1,0 +1,186 @@
+"""The server side of a real deployment, independent of the federated runtime.
+
+The Flower server app (`flower_server.py`) only moves messages; every decision is made here,
+with the simulator's own server functions: recall (`pipeline.train_recall`), the cohort schedule,
+the DP plan, the round's server half (`ranking.federated.server_round`) and re-rank. Inputs are
+public data and client uploads only (see `pprsf_jax.types`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+from pprsf_jax import pipeline
+from pprsf_jax.aggregation import FederatedAlgorithm, ServerState, stack_uploads
+from pprsf_jax.config import ConfigError, RunConfig
+from pprsf_jax.deploy.device import SERVING, CandidateList
+from pprsf_jax.privacy import PrivacyPlan, plan_privacy, private_algorithm
+from pprsf_jax.ranking import ItemTable, LocalTraining, init_params, make_item_table, num_features
+from pprsf_jax.ranking.federated import SERVER_STREAM, client_key, server_round
+from pprsf_jax.ranking.sampling import cohort_schedule
+from pprsf_jax.rerank import final_list, make_reranker
+from pprsf_jax.types import Candidates, ClientUpload, PublicData, TopTRequest
+
+
+def check_deployable(config: RunConfig) -> None:
+  """Refuses settings a deployment of stateless devices cannot honour, naming the field.
+
+  Raises:
+    ConfigError: for client state kept across rounds (SCAFFOLD, top-k error feedback), secure
+      aggregation, request decoys, the audit, and simulated faults or attacks.
+  """
+  fed, privacy = config.federated, config.privacy
+  refused = {
+      "federated.local_algorithm": (fed.local_algorithm == "scaffold",
+                                    "SCAFFOLD keeps a control variate on each device"),
+      "federated.compression": (fed.compression == "top_k",
+                                "top-k keeps an error-feedback residual on each device"),
+      "privacy.secure_aggregation": (privacy.secure_aggregation,
+                                     "pairwise masking needs a key agreement round"),
+      "privacy.request_decoys": (privacy.request_decoys > 0, "decoys are simulated only"),
+      "privacy.audit": (privacy.audit, "the curious-server audit is a simulation"),
+      "federated.dropout_rate": (fed.dropout_rate > 0, "real devices drop out by themselves"),
+      "federated.straggler_rate": (fed.straggler_rate > 0, "real devices straggle by themselves"),
+      "federated.attack": (fed.attack != "none", "attacks are simulated only"),
+  }
+  for field, (bad, why) in refused.items():
+    if bad:
+      raise ConfigError(f"{field} is not supported in a deployment: {why}")
+
+
+class Setup(NamedTuple):
+  """What the server prepares before the first round. Public only."""
+
+  config: RunConfig
+  public: PublicData
+  recall: pipeline.RecallModels
+  item_table: ItemTable
+  local: LocalTraining
+  training_candidates: tuple[Candidates, ...]  # one [N, K] list per cross-fitting fold
+  schedule: list[np.ndarray]  # [rounds] client ids per round
+  plan: PrivacyPlan | None
+  algorithm: FederatedAlgorithm
+
+
+def prepare(config: RunConfig, public: PublicData) -> Setup:
+  """Recall on public data, training candidates, the cohort schedule and the DP plan."""
+  check_deployable(config)
+  fed = config.federated
+  recall = pipeline.train_recall(public, config.recall, config.seed)
+  candidates = tuple(pipeline.candidates_for(fold.params, config.recall.num_candidates,
+                                             fold.known, config.recall)
+                     for fold in recall.folds)
+  schedule = cohort_schedule(public.num_users, fed.clients_per_round, fed.rounds, config.seed,
+                             fed.sampling)
+  plan = plan_privacy(config.privacy, fed, public.num_users, schedule)
+  return Setup(config=config, public=public, recall=recall,
+               item_table=make_item_table(public.catalogue),
+               local=pipeline.local_training(config), training_candidates=candidates,
+               schedule=schedule, plan=plan,
+               algorithm=private_algorithm(fed, public.num_users, plan))
+
+
+def initial_theta(setup: Setup, num_user_features: int):
+  """Theta_0, as the simulator draws it (the devices report the width of their features)."""
+  return init_params(setup.local.model, num_features(num_user_features, setup.item_table),
+                     key=pipeline.stream_key(setup.config.seed, "theta0"))
+
+
+def candidate_list(source: pipeline.Recall, candidates: Candidates, user: int,
+                   fold: int) -> CandidateList:
+  """One user's list as it ships: ids, scores, the candidates' neighbour rows, public counts."""
+  items = candidates.items[user]
+  rows = np.maximum(items, 0)
+  real = (items >= 0)[:, None]
+  return CandidateList(
+      fold=fold, items=items.astype(np.int32), scores=candidates.scores[user].astype(np.float32),
+      neighbor_items=np.where(real, source.neighbors.items[rows], -1).astype(np.int32),
+      neighbor_similarity=np.where(real, source.neighbors.similarity[rows], 0).astype(np.float32),
+      public_counts=source.counts.astype(np.float32))
+
+
+def training_lists(setup: Setup, user: int) -> list[CandidateList]:
+  """Everything a device needs from the server to train in any round: one list per fold."""
+  return [candidate_list(fold, candidates, user, f)
+          for f, (fold, candidates) in enumerate(zip(setup.recall.folds,
+                                                     setup.training_candidates))]
+
+
+def serving_candidates(setup: Setup) -> Candidates:
+  """[N, K] candidates for serving, from the model trained on the whole public log."""
+  serving = setup.recall.serving
+  return pipeline.candidates_for(serving.params, setup.config.recall.num_candidates,
+                                 setup.public.history, setup.config.recall)
+
+
+def serving_list(setup: Setup, candidates: Candidates, user: int) -> CandidateList:
+  return candidate_list(setup.recall.serving, candidates, user, SERVING)
+
+
+class Received(NamedTuple):
+  """One device's reply to a training round, decoded (or why it could not be)."""
+
+  client_id: int
+  delta: Any  # the parameter update, or None when the reply was unusable
+  num_examples: float
+  num_steps: int
+  num_bytes: float
+  loss: float
+  problem: str | None  # why the upload cannot be used (error reply, undecodable), or None
+
+
+class RoundOutcome(NamedTuple):
+  server: ServerState
+  accepted: np.ndarray  # [C] bool, in cohort order
+  refused: dict[int, str]  # client id -> reason, for uploads that did not count
+  loss: float  # example-weighted mean training loss of the accepted uploads
+
+
+@functools.partial(jax.jit, static_argnames=("algorithm", "max_update_norm"))
+def _server_round(server, uploads, arrived, key, *, algorithm, max_update_norm):
+  return server_round(server, uploads, arrived, algorithm=algorithm,
+                      max_update_norm=max_update_norm, key=key)
+
+
+def aggregate(setup: Setup, server: ServerState, received: Sequence[Received],
+              round_index: int) -> RoundOutcome:
+  """The server's half of a round on the uploads that came back (cohort order).
+
+  Uploads of the wrong structure, shape or dtype, non-finite ones and (with
+  `federated.max_update_norm`) oversized ones are refused by `stack_uploads`, with the reason;
+  a device that did not answer or answered an error counts as dropped.
+  """
+  fed = setup.config.federated
+  deltas = [r.delta for r in received]
+  stacked = stack_uploads([d if d is not None else () for d in deltas], server.params,
+                          max_norm=fed.max_update_norm)
+  refused = {}
+  for r, reason in zip(received, stacked.reasons):
+    if r.problem is not None or reason is not None:
+      refused[r.client_id] = r.problem or reason
+  column = lambda name, dtype: np.asarray([getattr(r, name) for r in received], dtype)
+  uploads = ClientUpload(delta=stacked.updates, num_examples=column("num_examples", np.float32),
+                         num_steps=column("num_steps", np.int32), extra=(),
+                         num_bytes=column("num_bytes", np.float32))
+  arrived = stacked.mask > 0
+  key = client_key(pipeline.stream_key(setup.config.seed, "clients"), round_index, SERVER_STREAM)
+  server, accepted = _server_round(server, uploads, arrived, key, algorithm=setup.algorithm,
+                                   max_update_norm=fed.max_update_norm)
+  accepted = np.asarray(accepted)
+  weights = np.where(accepted, uploads.num_examples, 0.0)
+  losses = np.where(accepted, column("loss", np.float64), 0.0)
+  loss = float(np.sum(losses * weights) / max(float(np.sum(weights)), 1.0))
+  return RoundOutcome(server=server, accepted=accepted, refused=refused, loss=loss)
+
+
+def rerank(setup: Setup, requests: TopTRequest) -> np.ndarray:
+  """[N, top_k] final lists: the configured re-rank over every client's Top-T request."""
+  context = pipeline.rerank_context(setup.public, setup.public.history)
+  reranked = make_reranker(setup.config.rerank)(
+      TopTRequest(items=jax.numpy.asarray(requests.items),
+                  scores=jax.numpy.asarray(requests.scores)), context)
+  return np.asarray(final_list(reranked, setup.config.eval.top_k))

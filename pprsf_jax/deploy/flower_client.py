@@ -1,0 +1,107 @@
+"""The Flower client app: one device's side of a PPRSF deployment.
+
+It answers three messages, each with the simulator's own client functions (`device.py`):
+  query.identify -> which user this device is, and the width of its private feature vector;
+  train          -> Theta + its candidate lists in, Theta-relative update + counts out;
+  query.rank     -> Theta + its serving candidates in, its Top-T request out.
+The device's data (`DeviceData`) is read from its own storage (`local_data.device_part` for
+the demo federation) and is never put in a reply: replies hold only the update, the counts the
+aggregator weighs by, and the Top-T request.
+
+Node config (`flower-supernode --node-config`): `client-id` (the user this device is) and,
+optionally, `data-config` (the pprsf config file naming the device's dataset; default: the run's).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from pprsf_jax import pipeline
+from pprsf_jax.aggregation import make_algorithm
+from pprsf_jax.cli import load_config
+from pprsf_jax.config import ConfigError, RunConfig
+from pprsf_jax.deploy import device as device_lib
+from pprsf_jax.deploy import local_data
+from pprsf_jax.deploy.flower_config import run_config
+from pprsf_jax.deploy.wire import candidates_from_record, tree_from_record, tree_to_record
+from pprsf_jax.privacy import gaussian_privatizer
+from pprsf_jax.ranking import init_params, make_item_table, num_features
+
+app = ClientApp()
+
+
+def _device(context: Context, config: RunConfig):
+  if "client-id" not in context.node_config:
+    raise ConfigError("this SuperNode has no client-id: start it with "
+                      "--node-config 'client-id=<user id>'")
+  data_config = (load_config(str(context.node_config["data-config"]))
+                 if "data-config" in context.node_config else config)
+  return local_data.device_part(data_config, int(context.node_config["client-id"]))
+
+
+def _theta_template(config: RunConfig, num_user_features: int, item_table):
+  """Theta's structure, shapes and dtypes (no values: nothing is drawn)."""
+  local = pipeline.local_training(config)
+  return jax.eval_shape(lambda: init_params(
+      local.model, num_features(num_user_features, item_table), key=jax.random.key(0)))
+
+
+@app.query("identify")
+def identify(message: Message, context: Context) -> Message:
+  config = run_config(context)
+  device, _ = _device(context, config)
+  return Message(RecordDict({"identity": ConfigRecord({
+      "client-id": device.client_id, "user-features": int(device.user_features.shape[0])})}),
+                 reply_to=message)
+
+
+def _received(message: Message, context: Context):
+  """Decodes what the server sent: (config, device, item table, genres, Theta, lists)."""
+  config = run_config(context)
+  device, catalogue = _device(context, config)
+  item_table = make_item_table(catalogue)
+  theta = tree_from_record(message.content["theta"],
+                           _theta_template(config, device.user_features.shape[0], item_table),
+                           what="Theta")
+  count = int(message.content["plan"]["lists"])
+  lists = [candidates_from_record(message.content[f"list-{i}"],
+                                  num_items=catalogue.genres.shape[0]) for i in range(count)]
+  return config, device, item_table, catalogue.genres, theta, lists
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+  config, device, item_table, genres, theta, lists = _received(message, context)
+  plan = message.content["plan"]
+  algorithm = make_algorithm(config.federated, int(plan["num-clients"]))
+  if plan["mechanism"] == "local":  # local DP: the server calibrated the noise for the run
+    algorithm = algorithm._replace(privatizer=gaussian_privatizer(
+        clip_norm=float(plan["clip-norm"]), noise_multiplier=float(plan["noise-multiplier"])))
+  examples = device_lib.device_examples(device, lists, genres)
+  upload, metrics = device_lib.train_on_device(
+      theta, examples, item_table, seed_key=pipeline.stream_key(config.seed, "clients"),
+      round_index=int(plan["round"]), client_id=device.client_id,
+      local=pipeline.local_training(config), algorithm=algorithm)
+  if jax.tree.leaves(upload.extra):
+    raise ConfigError("this client algorithm uploads extra state; deployments support "
+                      "stateless ones only")
+  content = RecordDict({"metrics": MetricRecord({
+      "num-examples": float(upload.num_examples), "num-steps": int(upload.num_steps),
+      "num-bytes": float(upload.num_bytes), "loss": float(metrics.loss),
+      "diverged": int(bool(metrics.diverged))})})
+  if not bool(metrics.diverged):  # as in the simulator, a diverged device sends no update
+    content["delta"] = tree_to_record(upload.delta)
+  return Message(content, reply_to=message)
+
+
+@app.query("rank")
+def rank(message: Message, context: Context) -> Message:
+  config, device, item_table, genres, theta, lists = _received(message, context)
+  request = device_lib.rank(lists[0], device, theta, item_table=item_table, genres=genres,
+                            local=pipeline.local_training(config), top_t=config.ranking.top_t)
+  return Message(RecordDict({"request": ArrayRecord(array_dict={
+      "items": Array(np.asarray(request.items, np.int32)),
+      "scores": Array(np.asarray(request.scores, np.float32))})}), reply_to=message)
