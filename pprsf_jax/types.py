@@ -125,6 +125,20 @@ class ClientUpload(NamedTuple):
   num_bytes: Any  # [] (or [C]) float32: size on the wire of delta + extra as encoded
 
 
+SERVING = -1  # the fold of a candidate list proposed for serving, not for training
+
+
+class CandidateList(NamedTuple):
+  """One user's candidate list as the server ships it to that device (deployments)."""
+
+  fold: int  # the cross-fitting fold whose recall model proposed it; SERVING at serving time
+  items: np.ndarray  # [K] int32 candidate ids, best first (-1 pads)
+  scores: np.ndarray  # [K] float32 recall scores
+  neighbor_items: np.ndarray  # [K, P] int32 each candidate's public item neighbours (-1 pads)
+  neighbor_similarity: np.ndarray  # [K, P] float32 their similarity
+  public_counts: np.ndarray  # [M] float32 public interaction counts of the recall model's log
+
+
 class TopTRequest(NamedTuple):
   """A client's ranked Top-T, sent to the server for re-ranking."""
 

@@ -10,6 +10,7 @@ or derived from them with `jax.tree.map`, so the tests do not depend on the exac
 
 from __future__ import annotations
 
+import pathlib
 from typing import Any, Callable
 
 import jax
@@ -17,9 +18,11 @@ import numpy as np
 import pytest
 
 from pprsf_jax import pipeline
+from pprsf_jax.cli import load_config
 from pprsf_jax.config import DataConfig, RecallConfig, SyntheticConfig
 from pprsf_jax.data.dataset import FederatedDataset, build_dataset
 from pprsf_jax.data.synthetic import generate_synthetic
+from pprsf_jax.deploy import coordinator, local_data
 from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP, init_params,
                                make_item_table, num_features)
 from pprsf_jax.ranking.examples import build_examples, stack_lists
@@ -184,3 +187,36 @@ def _assert_trees_identical(left: Any, right: Any) -> None:
 @pytest.fixture(scope="session")
 def assert_trees_identical() -> Callable[[Any, Any], None]:
   return _assert_trees_identical
+
+
+# ------------------------------------------------------------------------------ deployments
+# One tiny federation (configs/deploy_tiny.py: 4 users) for the deployment tests: the server's
+# setup, every device's own data, and the simulator's training on the same data and seed.
+DEPLOY_CONFIG_FILE = str(pathlib.Path(__file__).parents[1] / "configs" / "deploy_tiny.py")
+
+
+@pytest.fixture(scope="session")
+def deploy_config():
+  return load_config(DEPLOY_CONFIG_FILE)
+
+
+@pytest.fixture(scope="session")
+def deploy_setup(deploy_config):
+  return coordinator.prepare(deploy_config, local_data.server_part(deploy_config))
+
+
+@pytest.fixture(scope="session")
+def deploy_devices(deploy_config, deploy_setup):
+  return [local_data.device_part(deploy_config, user)
+          for user in range(deploy_setup.public.num_users)]
+
+
+@pytest.fixture(scope="session")
+def deploy_simulated(deploy_config, deploy_setup, deploy_devices):
+  """(training examples [N, S, K], the simulator's FederatedTraining)."""
+  data = local_data.load_federation(deploy_config)
+  examples = pipeline.training_examples(deploy_setup.recall, data.public, data.private,
+                                        deploy_config.recall)
+  theta0 = coordinator.initial_theta(deploy_setup, deploy_devices[0][0].user_features.size)
+  return examples, pipeline.train_federated(theta0, examples, deploy_setup.item_table,
+                                            deploy_config, deploy_setup.local, progress=False)

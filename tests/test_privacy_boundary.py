@@ -26,6 +26,7 @@ import pytest
 from pprsf_jax import pipeline
 from pprsf_jax.config import RecallConfig, RerankConfig
 from pprsf_jax.data.dataset import FederatedDataset
+from pprsf_jax.deploy.device import DeviceData
 from pprsf_jax.recall import item_counts
 from pprsf_jax.recall.retrieve import padded_item_lists
 from pprsf_jax.rerank import RerankContext, make_reranker
@@ -51,12 +52,13 @@ def _server_modules() -> list[ModuleType]:
 
 
 def _mentions_private(annotation: Any, seen: set[int] | None = None) -> bool:
-  """Whether a resolved annotation is PrivateData or contains it (generics, Callable, fields)."""
+  """Whether a resolved annotation is PrivateData (or a deployed device's DeviceData) or contains
+  it (generics, Callable, fields)."""
   seen = set() if seen is None else seen
   if id(annotation) in seen:
     return False
   seen.add(id(annotation))
-  if annotation is PrivateData:
+  if annotation is PrivateData or annotation is DeviceData:
     return True
   if isinstance(annotation, (list, tuple)):  # Callable's argument list
     return any(_mentions_private(a, seen) for a in annotation)
@@ -169,6 +171,40 @@ def test_server_modules_import_only_server_side_code(module):
                    or imported in SERVER_MODULES)
     assert server_side or imported in ALLOWED_PROJECT_IMPORTS, (
         f"{module.__name__} imports {imported}")
+
+
+# The server of a deployment mixes stages (it calls the pipeline's recall and the round's server
+# half), so the import rule above does not apply; it must still never take or load device data.
+DEPLOY_SERVER_MODULES = ("pprsf_jax.deploy.coordinator", "pprsf_jax.deploy.flower_server")
+# Names that would give server code a device's data: the types, and the loaders that return it.
+DEVICE_SIDE_NAMES = {"PrivateData", "DeviceData", "device_part", "load_federation", "private"}
+
+
+def _device_side_references(source: str) -> list[str]:
+  hits = []
+  for node in ast.walk(ast.parse(source)):
+    name = (node.id if isinstance(node, ast.Name) else node.attr
+            if isinstance(node, ast.Attribute) else None)
+    if name in DEVICE_SIDE_NAMES:
+      hits.append(f"line {node.lineno}: {name}")
+    if isinstance(node, ast.ImportFrom):
+      hits += [f"line {node.lineno}: import {a.name}" for a in node.names
+               if a.name in DEVICE_SIDE_NAMES]
+  return hits
+
+
+@pytest.mark.parametrize("name", DEPLOY_SERVER_MODULES)
+def test_deployed_server_never_takes_or_loads_device_data(name):
+  if name.endswith("flower_server"):
+    pytest.importorskip("flwr", reason="the flower extra is not installed")
+  module = importlib.import_module(name)
+  functions = _functions_of(module)
+  assert len(functions) >= 5
+  for function in functions:
+    assert _private_parameters(function) == [], f"{name}.{function.__qualname__}"
+  assert _device_side_references(inspect.getsource(module)) == []
+  assert _device_side_references("x = data.private\n")  # the detector can fire
+  assert _device_side_references("from m import device_part\n")
 
 
 def test_strategy_and_aggregator_closures_exclude_private_data():

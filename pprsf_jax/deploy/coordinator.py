@@ -17,13 +17,13 @@ import numpy as np
 from pprsf_jax import pipeline
 from pprsf_jax.aggregation import FederatedAlgorithm, ServerState, stack_uploads
 from pprsf_jax.config import ConfigError, RunConfig
-from pprsf_jax.deploy.device import SERVING, CandidateList
 from pprsf_jax.privacy import PrivacyPlan, plan_privacy, private_algorithm
 from pprsf_jax.ranking import ItemTable, LocalTraining, init_params, make_item_table, num_features
 from pprsf_jax.ranking.federated import SERVER_STREAM, client_key, server_round
 from pprsf_jax.ranking.sampling import cohort_schedule
 from pprsf_jax.rerank import final_list, make_reranker
-from pprsf_jax.types import Candidates, ClientUpload, PublicData, TopTRequest
+from pprsf_jax.types import (SERVING, CandidateList, Candidates, ClientUpload, PublicData,
+                             TopTRequest)
 
 
 def check_deployable(config: RunConfig) -> None:

@@ -25,10 +25,8 @@ from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.ranking.federated import client_key
 from pprsf_jax.ranking.features import ClientExamples, ItemTable
 from pprsf_jax.recall.item_knn import ItemNeighbors
-from pprsf_jax.types import Candidates, ClientUpload, Interactions, TopTRequest
-
-SERVING = -1  # the fold of a candidate list proposed for serving, not for training
-
+from pprsf_jax.types import (SERVING, CandidateList, Candidates, ClientUpload, Interactions,
+                             TopTRequest)
 
 class DeviceData(NamedTuple):
   """Everything one device holds about its user. Private: never serialised, never sent."""
@@ -45,17 +43,6 @@ class DeviceData(NamedTuple):
     items = self.public_items if which == "public" else self.private_items
     items = items if keep is None else items[keep]
     return Interactions(np.zeros(items.shape[0], np.int32), items.astype(np.int32))
-
-
-class CandidateList(NamedTuple):
-  """One candidate list as the server ships it to one client. Public."""
-
-  fold: int  # the cross-fitting fold whose recall model proposed it; SERVING at serving time
-  items: np.ndarray  # [K] int32 candidate ids, best first (-1 pads)
-  scores: np.ndarray  # [K] float32 recall scores
-  neighbor_items: np.ndarray  # [K, P] int32 each candidate's public item neighbours (-1 pads)
-  neighbor_similarity: np.ndarray  # [K, P] float32 their similarity
-  public_counts: np.ndarray  # [M] float32 public interaction counts of the recall model's log
 
 
 def _own_lists(device: DeviceData, fold: int) -> tuple[Interactions, Interactions]:

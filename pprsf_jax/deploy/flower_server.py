@@ -28,10 +28,9 @@ from flwr.serverapp import Grid, ServerApp
 from pprsf_jax.aggregation import init_server_state
 from pprsf_jax.config import ConfigError
 from pprsf_jax.deploy import coordinator, local_data
-from pprsf_jax.deploy.device import CandidateList
 from pprsf_jax.deploy.flower_config import run_config
 from pprsf_jax.deploy.wire import WireError, candidates_to_record, tree_from_record, tree_to_record
-from pprsf_jax.types import TopTRequest
+from pprsf_jax.types import CandidateList, TopTRequest
 
 app = ServerApp()
 logger = logging.getLogger("flwr")

@@ -14,7 +14,8 @@ import jax
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from pprsf_jax.deploy.device import CandidateList
+from pprsf_jax.types import CandidateList
+
 
 
 class WireError(ValueError):
