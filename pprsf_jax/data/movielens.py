@@ -1,12 +1,15 @@
-"""MovieLens-100K: fetch, cache, verify and parse into dense numpy arrays.
+"""MovieLens-100K and -1M: fetch, cache, verify and parse into dense numpy arrays.
 
-Two on-disk layouts of the same data are understood:
+Three on-disk layouts are understood:
 
 * GroupLens, the official ``ml-100k.zip``: ``u.data``, ``u.user``, ``u.item`` (latin-1).
 * RecBole atomic files, as shipped inside the ``recbole`` wheel on PyPI: ``<name>.inter``,
   ``<name>.user``, ``<name>.item`` (UTF-8, tab-separated, ``name:type`` header line).
+* GroupLens ML-1M, the official ``ml-1m.zip``: ``ratings.dat``, ``users.dat``, ``movies.dat``
+  (latin-1, ``::``-separated; ages are the bucket codes 1, 18, 25, 35, 45, 50, 56, occupations
+  the codes 0-20, genres ``|``-joined names, the release year in the title).
 
-Both parse to the same `MovieLensTables`. `fetch_movielens` finds verified files in the cache or
+All parse to the same `MovieLensTables`. `fetch_movielens` finds verified files in the cache or
 downloads them (GroupLens first, the RecBole wheel where GroupLens cannot be reached);
 `load_movielens` fetches and parses, or parses a folder the user brings (without checksums).
 
@@ -64,6 +67,7 @@ GENRES: tuple[str, ...] = (
 _GENRE_INDEX = {genre: i for i, genre in enumerate(GENRES)}
 
 GROUPLENS_FILES = ("u.data", "u.user", "u.item")
+ML1M_FILES = ("ratings.dat", "users.dat", "movies.dat")
 CACHE_ENV_VAR = "PPRSF_DATA_DIR"
 DOWNLOAD_TIMEOUT_S = 30.0
 _USER_AGENT = "pprsf_jax-movielens/0.1 (Python urllib)"
@@ -77,7 +81,7 @@ class SourceSpec(TypedDict):
 
   Attributes:
     label: Human-readable name used in error messages.
-    format: Layout of the extracted files, ``"grouplens"`` or ``"recbole"``.
+    format: Layout of the extracted files, ``"grouplens"``, ``"grouplens-1m"`` or ``"recbole"``.
     subdir: Cache sub-folder the files are extracted into.
     archive: File name of the archive (also where a hand-placed copy is looked for).
     index_url: A PyPI "simple" index page to look the archive up on first, or None.
@@ -139,6 +143,20 @@ DATASET_SOURCES: dict[str, tuple[SourceSpec, ...]] = {
             },
         },
     ),
+    "ml-1m": (
+        {
+            "label": "GroupLens archive",
+            "format": "grouplens-1m",
+            "subdir": "ml-1m",
+            "archive": "ml-1m.zip",
+            "index_url": None,
+            "urls": ("https://files.grouplens.org/datasets/movielens/ml-1m.zip",),
+            # GroupLens publishes ml-1m.zip.md5 beside the archive.
+            "archive_digest": ("md5", "c4d9eecfca2ab87c1945afe126590906"),
+            "members": {name: f"ml-1m/{name}" for name in ML1M_FILES},
+            "file_sha256": {},  # not published; the manifest is written after the md5 check
+        },
+    ),
 }
 
 
@@ -194,7 +212,7 @@ class MovieLensTables:
 
   Attributes:
     name: Dataset name, e.g. ``"ml-100k"``.
-    source_format: Layout the tables were read from, ``"grouplens"`` or ``"recbole"``.
+    source_format: Layout the tables were read from: ``"grouplens"``, ``"grouplens-1m"``, ``"recbole"``.
     user_ids: [R] int32 dense user index of each rating, in file order.
     item_ids: [R] int32 dense item index of each rating.
     ratings: [R] float32 rating values.
@@ -467,6 +485,81 @@ def read_grouplens(
       _grouplens_users(files.users),
       _grouplens_items(files.items),
       _grouplens_ratings(files.ratings),
+  )
+
+
+# ---- GroupLens ML-1M ------------------------------------------------------------------------
+
+_TITLE_YEAR_RE = re.compile(r".*\(([0-9]{4})\)\s*")
+
+
+def _ml1m_ratings(path: Path) -> _Ratings:
+  ratings = _Ratings()
+  for number, line in _data_lines(path, "latin-1"):
+    user, item, value, timestamp = _split(line, "::", 4, path, number)
+    ratings.append(
+        number,
+        _parse_id(user, "user", path, number),
+        _parse_id(item, "item", path, number),
+        _parse_rating(value, path, number),
+        _parse_timestamp(timestamp, path, number),
+    )
+  return ratings
+
+
+def _ml1m_users(path: Path) -> list[_User]:
+  users = []
+  for number, line in _data_lines(path, "latin-1"):
+    user, gender, age, occupation, zip_code = _split(line, "::", 5, path, number)
+    users.append(
+        _User(
+            number,
+            _parse_id(user, "user", path, number),
+            # The age bucket's lower bound (1 = under 18): the dataset buckets ages at the same
+            # edges, so ML-100K's exact ages and ML-1M's codes encode alike.
+            _parse_int(age, "age", path, number, _INT32),
+            _parse_gender(gender, path, number),
+            _parse_id(occupation, "occupation", path, number),
+            zip_code,
+        )
+    )
+  return users
+
+
+def _ml1m_items(path: Path) -> list[_Item]:
+  items = []
+  for number, line in _data_lines(path, "latin-1"):
+    item, title, genres = _split(line, "::", 3, path, number)
+    indices = []
+    for genre in genres.split("|"):
+      if genre not in _GENRE_INDEX:
+        raise DataFormatError(path, number, f"unknown genre {genre!r}")
+      indices.append(_GENRE_INDEX[genre])
+    year = _TITLE_YEAR_RE.fullmatch(title)
+    items.append(_Item(number, _parse_id(item, "item", path, number),
+                       int(year.group(1)) if year else 0, tuple(sorted(set(indices)))))
+  return items
+
+
+def read_grouplens_1m(
+    directory: str | os.PathLike[str], *, name: str | None = None
+) -> MovieLensTables:
+  """Parses a GroupLens ML-1M folder (``ratings.dat``, ``users.dat``, ``movies.dat``; latin-1).
+
+  No checksums are checked: any files of this layout are accepted.
+
+  Raises:
+    DataFormatError: A file is missing or malformed (the message names file and line).
+  """
+  folder = Path(directory)
+  files = _Files(folder / "ratings.dat", folder / "users.dat", folder / "movies.dat")
+  return _assemble(
+      name or folder.resolve().name,
+      "grouplens-1m",
+      files,
+      _ml1m_users(files.users),
+      _ml1m_items(files.items),
+      _ml1m_ratings(files.ratings),
   )
 
 
@@ -853,11 +946,12 @@ def _manual_instructions(name: str, sources: Sequence[SourceSpec], cache: Path) 
     lines.append(f"    or its files {members} (under {inside} in it) into {folder}{os.sep}")
     if not source["file_sha256"]:
       # Without published digests these files cannot be verified, so they are not picked up.
-      lines.append(f"    and call load_movielens({str(folder)!r}) on that folder")
+      lines.append(f"    and call load_movielens({str(folder)!r}) on that folder"
+                   f" (with `pprsf run`: data.source={folder})")
   lines.append(
-      "Any folder holding u.data, u.user, u.item (GroupLens) or <name>.inter, <name>.user,"
-      " <name>.item (RecBole) can also be passed to load_movielens(path), which reads it"
-      " without checksum checks."
+      "Any folder holding u.data, u.user, u.item (GroupLens ML-100K), ratings.dat, users.dat,"
+      " movies.dat (GroupLens ML-1M) or <name>.inter, <name>.user, <name>.item (RecBole) can"
+      " also be passed to load_movielens(path), which reads it without checksum checks."
   )
   return "\n".join(lines)
 
@@ -923,15 +1017,20 @@ def fetch_movielens(name: str = "ml-100k", cache_dir: str | os.PathLike[str] | N
 def _read_folder(folder: Path, name: str | None = None) -> MovieLensTables:
   if all((folder / file).is_file() for file in GROUPLENS_FILES):
     return read_grouplens(folder, name=name)
+  if all((folder / file).is_file() for file in ML1M_FILES):
+    return read_grouplens_1m(folder, name=name)
   if any(folder.glob("*.inter")):
     return read_recbole(folder, name=name)
+  # Some files of a layout but not all: its reader reports the missing one by name.
   if any((folder / file).is_file() for file in GROUPLENS_FILES):
-    return read_grouplens(folder, name=name)  # reports the missing file by name
+    return read_grouplens(folder, name=name)
+  if any((folder / file).is_file() for file in ML1M_FILES):
+    return read_grouplens_1m(folder, name=name)
   raise DataFormatError(
       folder,
       None,
-      "holds neither GroupLens files (u.data, u.user, u.item) nor RecBole files"
-      " (<name>.inter, <name>.user, <name>.item)",
+      "holds neither GroupLens files (u.data, u.user, u.item, or ML-1M's ratings.dat,"
+      " users.dat, movies.dat) nor RecBole files (<name>.inter, <name>.user, <name>.item)",
   )
 
 
