@@ -376,8 +376,22 @@ def test_structured_override_sets_only_its_field(field, text, extra):
     assert value == float(text) and math.isfinite(value)
   elif field.annotation is str:
     assert value == text
+  elif field.annotation is bool:
+    assert value is (text.lower() in ("true", "1", "yes"))
+    assert text.lower() in ("true", "1", "yes", "false", "0", "no")
   else:
     assert isinstance(value, tuple)
+
+
+def test_bool_overrides_take_the_documented_spellings_only():
+  """The hypothesis test above reaches the bool fields rarely; spell each case out."""
+  for text, expected in [("true", True), ("TRUE", True), ("1", True), ("yes", True),
+                         ("false", False), ("No", False), ("0", False)]:
+    config = apply_overrides(BASE, [f"privacy.audit={text}"])
+    assert config.privacy.audit is expected
+  for text in ("2", "on", "", "truee"):
+    with pytest.raises(ConfigError, match="privacy.audit"):
+      apply_overrides(BASE, [f"privacy.audit={text}"])
 
 
 @pytest.mark.parametrize("override,expected", [
