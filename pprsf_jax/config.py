@@ -147,7 +147,7 @@ class DataConfig:
 class RecallConfig:
   """Server-side recall model, trained on public interactions only."""
 
-  model: str = "bpr"  # "bpr" (matrix factorisation) or "popularity"
+  model: str = "bpr"  # "bpr" (matrix factorisation), "item_knn" or "popularity"
   num_candidates: int = 100  # K: candidates sent to each client
   embedding_dim: int = 64  # BPR latent dimension
   epochs: int = 120  # BPR passes over the public interactions
@@ -159,7 +159,8 @@ class RecallConfig:
   item_chunk: int = 8192  # items scored at once during retrieval (bounds memory at [user_chunk, item_chunk])
 
   def __post_init__(self):
-    _check_choice(self.model, "recall.model", ("bpr", "popularity"), '"bpr" or "popularity"')
+    _check_choice(self.model, "recall.model", ("bpr", "item_knn", "popularity"),
+                  '"bpr", "item_knn" or "popularity"')
     _check_int(self.num_candidates, "recall.num_candidates", 2)
     _check_int(self.embedding_dim, "recall.embedding_dim", 1)
     _check_int(self.epochs, "recall.epochs", 1)
@@ -310,14 +311,16 @@ class PrivacyConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BaselineConfig:
-  """The comparison models: central (P_Sum) and local-only (P_i) ranking."""
+  """The comparison models: central (P_Sum), local-only (P_i) and personalised ranking."""
 
   central_epochs: int = 20  # passes over the pooled examples for P_Sum
   local_only_epochs: int = 20  # passes over its own examples for each client's P_i
+  finetune_epochs: int = 2  # passes over its own examples fine-tuning P_FL on each client
 
   def __post_init__(self):
     _check_int(self.central_epochs, "baselines.central_epochs", 1)
     _check_int(self.local_only_epochs, "baselines.local_only_epochs", 1)
+    _check_int(self.finetune_epochs, "baselines.finetune_epochs", 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

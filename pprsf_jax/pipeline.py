@@ -27,7 +27,7 @@ from pprsf_jax.config import DataConfig, RecallConfig, RunConfig
 from pprsf_jax.data.dataset import AGE_BUCKET_EDGES, FederatedDataset, build_dataset
 from pprsf_jax.data.movielens import MovieLensTables, load_movielens
 from pprsf_jax.data.synthetic import generate_synthetic
-from pprsf_jax.metrics import evaluate_lists, hit_matrix, per_user_metrics
+from pprsf_jax.metrics import beyond_accuracy, evaluate_lists, hit_matrix, per_user_metrics
 from pprsf_jax.privacy import plan_privacy, privacy_report, private_algorithm
 from pprsf_jax.privacy.central_dp import current_clip_norm
 from pprsf_jax.privacy.curious_server import audit, observe_uploads
@@ -43,7 +43,7 @@ from pprsf_jax.ranking.faults import FaultModel
 from pprsf_jax.ranking.sampling import cohort_schedule
 from pprsf_jax.ranking.features import standardised_log_counts
 from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
-from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors
+from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors, train_item_knn
 from pprsf_jax.recall.model import RecallParams
 from pprsf_jax.recall.retrieve import padded_item_lists
 from pprsf_jax.rerank import RerankContext, final_list, make_reranker
@@ -52,7 +52,7 @@ from pprsf_jax.types import Candidates, Interactions, PrivateData, PublicData, T
 
 # Independent key streams, derived from the seed by name (so adding a stream changes no other).
 _STREAMS = {"recall_serving": 2, "theta0": 3, "clients": 4, "central": 5, "local_only": 6,
-            "recall_fold": 7, "decoys": 8}
+            "recall_fold": 7, "decoys": 8, "finetune": 9}
 
 
 def stream_key(seed: int, stream: str, index: int = 0) -> jax.Array:
@@ -80,6 +80,7 @@ class Recall(NamedTuple):
 
 class RecallModels(NamedTuple):
   popularity: RecallParams  # recall-only baseline
+  item_knn: RecallParams  # recall-only baseline (cosine ItemKNN over the public log)
   serving: Recall  # trained on all public history: candidates at serving time
   folds: tuple[Recall, ...]  # fold f trained on public.context(f): candidates for ranking training
 
@@ -90,6 +91,8 @@ def fit_recall(interactions: Interactions, public: PublicData, config: RecallCon
   n, m = public.num_users, public.num_items
   if config.model == "popularity":
     params = train_popularity(interactions, n, m)
+  elif config.model == "item_knn":
+    params = train_item_knn(interactions, n, m, num_neighbors=config.num_neighbors)
   else:
     params, _ = train_bpr(interactions, n, m, config, key=key)
   neighbors = item_neighbors(interactions, n, m, num_neighbors=config.num_neighbors)
@@ -97,9 +100,12 @@ def fit_recall(interactions: Interactions, public: PublicData, config: RecallCon
 
 
 def train_recall(public: PublicData, config: RecallConfig, seed: int) -> RecallModels:
-  """Server side: the serving model, one cross-fitted model per fold, and popularity."""
+  """Server side: the serving model, one cross-fitted model per fold, and the recall-only
+  baselines (popularity, ItemKNN)."""
   return RecallModels(
       popularity=train_popularity(public.history, public.num_users, public.num_items),
+      item_knn=train_item_knn(public.history, public.num_users, public.num_items,
+                              num_neighbors=config.num_neighbors),
       serving=fit_recall(public.history, public, config, stream_key(seed, "recall_serving")),
       folds=tuple(
           fit_recall(public.context(f), public, config, stream_key(seed, "recall_fold", f))
@@ -394,6 +400,13 @@ def run(config: RunConfig, *, progress: bool = True,
                                 seed_key=stream_key(config.seed, "local_only"),
                                 local=local_only_local)
   lap("local_only_training")
+  # Personalisation: each client fine-tunes the final Theta on its own examples.
+  finetune_local = LocalTraining(model=model, epochs=config.baselines.finetune_epochs,
+                                 batch_size=local.batch_size, learning_rate=local.learning_rate)
+  personalised = train_local_only(federated.params, train_examples, item_table,
+                                  seed_key=stream_key(config.seed, "finetune"),
+                                  local=finetune_local)
+  lap("finetune_training")
 
   reranker = make_reranker(config.rerank)
   top_t, top_k = config.ranking.top_t, config.eval.top_k
@@ -412,6 +425,8 @@ def run(config: RunConfig, *, progress: bool = True,
                            per_client_params=False),
         "p_i": _rank_all(local_only, examples, item_table, model=model, top_t=top_t,
                          per_client_params=True),
+        "p_fl_ft": _rank_all(personalised, examples, item_table, model=model, top_t=top_t,
+                             per_client_params=True),
     }
     context = rerank_context(public, known_public)
     request = ranked["p_fl"]
@@ -426,11 +441,13 @@ def run(config: RunConfig, *, progress: bool = True,
     everything = known_public + known_private
     lists = {
         "popularity": candidates_for(recall.popularity, top_k, everything, config.recall).items,
+        "item_knn": candidates_for(recall.item_knn, top_k, everything, config.recall).items,
         config.recall.model: candidates_for(recall.serving.params, top_k, everything,
                                             config.recall).items,
         "local_only (P_i)": np.asarray(ranked["p_i"].items[:, :top_k]),
         "central (P_Sum)": np.asarray(ranked["p_sum"].items[:, :top_k]),
         "federated (P_FL)": np.asarray(ranked["p_fl"].items[:, :top_k]),
+        "personalised (P_FL + fine-tune)": np.asarray(ranked["p_fl_ft"].items[:, :top_k]),
         "pprsf (P_FL + re-rank)": final,
     }
     return lists, np.asarray(request.items), np.asarray(examples.items.reshape(n, -1))
@@ -444,7 +461,10 @@ def run(config: RunConfig, *, progress: bool = True,
   # Period 2 (test): the logs fed back — the server knows more public history, clients more private.
   test_lists, test_requests, test_candidates = serve(
       public.history + service.public, private.history + service.private, period=2)
+  # Beyond accuracy: popularity (novelty) as the server knows it from the public train log.
+  public_counts = item_counts(public.history, m)
   test_metrics = {name: evaluate_lists(lists, data.test.interactions, m)
+                  | beyond_accuracy(lists, public.catalogue.genres, public_counts, n)
                   for name, lists in test_lists.items()}
   lap("serve_test")
   privacy_results = dict(federated.privacy)

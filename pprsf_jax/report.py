@@ -7,7 +7,8 @@ import pathlib
 import time
 from typing import Any
 
-METRIC_ORDER = ("ndcg", "recall", "mrr", "hit", "precision", "coverage")
+METRIC_ORDER = ("ndcg", "recall", "mrr", "hit", "precision", "coverage", "diversity", "novelty",
+                "gini")
 
 
 def results_table(results: dict[str, Any]) -> str:

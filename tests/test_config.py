@@ -149,6 +149,7 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "privacy.request_decoys": [-1],
     "baselines.central_epochs": [0],
     "baselines.local_only_epochs": [0],
+    "baselines.finetune_epochs": [0, 1.5],
     "rerank.strategies": [("shuffle",), ("mmr", "shuffle"), ["mmr"], ("mmr", 3), "mmr"],
     "rerank.mmr_lambda": [-0.1, 1.1],
     "rerank.cold_start_popularity_weight": [-0.1, 1.5],
