@@ -1,0 +1,175 @@
+"""The paper's claims over seeds: every method's metrics as mean ± 95% CI, P_FL against P_i,
+δ = |P_Sum − P_FL|, the ranking layer's gain over the best recall-only model, and the bytes
+PPRSF moves against a design that ships the whole catalogue to every client.
+
+`summarize` takes the `results.json` of one `pipeline.run` per seed; `markdown` and `write`
+turn the summary into REPORT.md, summary.json and a PNG of the training loss per round.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+# Ranking methods of a run; every other method in results["test"] is recall-only.
+RANKING_METHODS = ("local_only (P_i)", "central (P_Sum)", "federated (P_FL)",
+                   "personalised (P_FL + fine-tune)", "pprsf (P_FL + re-rank)")
+FINAL, FEDERATED, CENTRAL = "pprsf (P_FL + re-rank)", "federated (P_FL)", "central (P_Sum)"
+ACCURACY = ("ndcg", "recall", "mrr", "hit", "precision")
+BEYOND = ("coverage", "diversity", "novelty", "gini")
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+  """Mean and the half-width of its Student-t confidence interval (NaN with one value)."""
+  values = np.asarray(values, np.float64)
+  if values.size < 2:
+    return float(values.mean()), math.nan
+  half = stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+  return float(values.mean()), float(half)
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """Aggregates one run per seed (same config otherwise; checked)."""
+  if not runs:
+    raise ValueError("no runs to summarize")
+  configs = [{k: v for k, v in run["config"].items() if k not in ("seed", "out_dir")}
+             for run in runs]
+  if any(config != configs[0] for config in configs):
+    raise ValueError("the runs differ in more than their seed; summarize one config at a time")
+  methods = list(runs[0]["test"])
+  metrics = list(runs[0]["test"][methods[0]])
+  k = runs[0]["config"]["eval"]["top_k"]
+  ndcg = f"ndcg@{k}"
+  recall_only = [m for m in methods if m not in RANKING_METHODS]
+  per_seed = lambda method, metric: [run["test"][method][metric] for run in runs]
+  table = {method: {metric: mean_ci(per_seed(method, metric)) for metric in metrics}
+           for method in methods}
+  best_recall = [max(run["test"][m][ndcg] for m in recall_only) for run in runs]
+  gains = [run["test"][FINAL][ndcg] / best - 1 for run, best in zip(runs, best_recall)]
+  dataset = runs[0]["dataset"]
+  communication = runs[0]["communication_bytes_per_client_per_round"]
+  neighbors = runs[0]["config"]["recall"]["num_neighbors"]
+  # Without recall a client would need every item with its score, popularity and neighbours.
+  whole_catalogue = dataset["items"] * (12 + neighbors * 8)
+  pprsf_down = communication["down_candidates"] + communication["down_neighbor_lists"]
+  return {
+      "seeds": [run["config"]["seed"] for run in runs],
+      "dataset": dataset,
+      "metric": ndcg,
+      "methods": methods,
+      "recall_only": recall_only,
+      "table": table,
+      "delta_absolute": mean_ci([run["delta"]["absolute"] for run in runs]),
+      "delta_relative": mean_ci([run["delta"]["relative"] for run in runs]),
+      "p_fl": mean_ci(per_seed(FEDERATED, ndcg)),
+      "p_sum": mean_ci(per_seed(CENTRAL, ndcg)),
+      "fl_beats_local_share": mean_ci([run["local_only"]["fl_beats_local_share"] for run in runs]),
+      "fl_ties_local_share": mean_ci([run["local_only"]["fl_ties_local_share"] for run in runs]),
+      "best_recall_only": [max(recall_only, key=lambda m, r=run: r["test"][m][ndcg])
+                           for run in runs],
+      "gain_over_best_recall": mean_ci(gains),
+      "communication": {
+          "down_theta_per_round": communication["down_theta_and_broadcast"],
+          "up_update_per_round": communication["up_update"],
+          "down_candidates_per_period": pprsf_down,
+          "down_whole_catalogue_per_period": whole_catalogue,
+          "up_top_t_per_period": communication["up_top_t"],
+      },
+      "losses": [run["federated"]["losses"] for run in runs],
+  }
+
+
+def _cell(value: tuple[float, float], digits: int = 4) -> str:
+  mean, half = value
+  return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def _metric_table(summary: dict[str, Any], names: Sequence[str]) -> list[str]:
+  first = summary["table"][summary["methods"][0]]
+  columns = [c for name in names for c in first if c.split("@")[0] == name]
+  lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+  for method in summary["methods"]:
+    row = summary["table"][method]
+    lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in columns) + " |")
+  return lines
+
+
+def markdown(summary: dict[str, Any], command: str = "") -> str:
+  seeds = summary["seeds"]
+  dataset = summary["dataset"]
+  communication = summary["communication"]
+  percent = lambda value: _cell((100 * value[0], 100 * value[1]), 1) + "%"
+  lines = [
+      f"# The paper's claims on {dataset['name']} ({dataset['users']} users, "
+      f"{dataset['items']} items), seeds {', '.join(map(str, seeds))}",
+      "",
+      f"Command: `{command}`" if command else "",
+      "",
+      f"Mean ± half-width of the 95% Student-t interval over {len(seeds)} seeds; full ranking, "
+      "test period.",
+      "",
+      "## Accuracy",
+      "",
+      *_metric_table(summary, ACCURACY),
+      "",
+      "## Beyond accuracy",
+      "",
+      *_metric_table(summary, BEYOND),
+      "",
+      "## Claims",
+      "",
+      f"- P_FL > P_i: P_FL beats its own client's local-only model for "
+      f"{percent(summary['fl_beats_local_share'])} of clients and ties for "
+      f"{percent(summary['fl_ties_local_share'])} ({summary['metric']} per user).",
+      f"- |P_Sum − P_FL| < δ: δ = {_cell(summary['delta_absolute'])} absolute, "
+      f"{percent(summary['delta_relative'])} of P_Sum (P_Sum {_cell(summary['p_sum'])}, "
+      f"P_FL {_cell(summary['p_fl'])}).",
+      f"- Ranking over recall: PPRSF's final list vs the best recall-only model "
+      f"({', '.join(sorted(set(summary['best_recall_only'])))}): "
+      f"{percent(summary['gain_over_best_recall'])} {summary['metric']}.",
+      "",
+      "## Communication (bytes per client)",
+      "",
+      "| what | bytes |",
+      "|---|---|",
+      f"| down per round: Θ (+ algorithm broadcast) | {communication['down_theta_per_round']:,.0f} |",
+      f"| up per round: the update as encoded | {communication['up_update_per_round']:,.0f} |",
+      f"| down per serving period: K candidates with scores, popularity, neighbours | "
+      f"{communication['down_candidates_per_period']:,.0f} |",
+      f"| down per serving period without recall: the whole catalogue, same fields | "
+      f"{communication['down_whole_catalogue_per_period']:,.0f} |",
+      f"| up per serving period: the Top-T request | {communication['up_top_t_per_period']:,.0f} |",
+      "",
+      "![training loss per round](loss_per_round.png)",
+      "",
+  ]
+  return "\n".join(lines)
+
+
+def write(summary: dict[str, Any], folder: pathlib.Path, command: str = "") -> list[pathlib.Path]:
+  """REPORT.md, summary.json and loss_per_round.png into `folder`."""
+  import matplotlib  # pylint: disable=import-outside-toplevel  (plots only when writing)
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  folder.mkdir(parents=True, exist_ok=True)
+  report = folder / "REPORT.md"
+  report.write_text(markdown(summary, command))
+  data = folder / "summary.json"
+  data.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+  figure, axis = plt.subplots(figsize=(6, 4))
+  for seed, losses in zip(summary["seeds"], summary["losses"]):
+    axis.plot(np.arange(1, len(losses) + 1), losses, label=f"seed {seed}", linewidth=1)
+  axis.set_xlabel("round")
+  axis.set_ylabel("mean client training loss (P_FL)")
+  axis.legend()
+  figure.tight_layout()
+  plot = folder / "loss_per_round.png"
+  figure.savefig(plot, dpi=120)
+  plt.close(figure)
+  return [report, data, plot]

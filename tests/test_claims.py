@@ -1,0 +1,84 @@
+"""The claims report: statistics over seeds, checked on hand-made results."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from pprsf_jax import claims
+
+METHODS = ("popularity", "item_knn", "bpr", "local_only (P_i)", "central (P_Sum)",
+           "federated (P_FL)", "personalised (P_FL + fine-tune)", "pprsf (P_FL + re-rank)")
+
+
+def fake_run(seed: int, ndcg: dict[str, float]) -> dict:
+  test = {m: {"ndcg@10": ndcg[m], "recall@10": ndcg[m] / 2, "coverage@10": 0.2,
+              "diversity@10": 0.5, "novelty@10": 3.0, "gini@10": 0.9} for m in METHODS}
+  p_sum, p_fl = ndcg["central (P_Sum)"], ndcg["federated (P_FL)"]
+  return {
+      "config": {"seed": seed, "out_dir": "runs", "eval": {"top_k": 10},
+                 "recall": {"num_neighbors": 50}},
+      "dataset": {"name": "fake", "users": 10, "items": 200},
+      "test": test,
+      "delta": {"absolute": abs(p_sum - p_fl), "relative": abs(p_sum - p_fl) / p_sum},
+      "local_only": {"fl_beats_local_share": 0.4 + 0.1 * seed, "fl_ties_local_share": 0.2},
+      "communication_bytes_per_client_per_round": {
+          "down_theta_and_broadcast": 100.0, "up_update": 100.0, "down_candidates": 1200,
+          "down_neighbor_lists": 40000, "up_top_t": 160},
+      "federated": {"losses": [0.7, 0.6, 0.5 - 0.01 * seed]},
+  }
+
+
+def runs():
+  out = []
+  for seed, shift in enumerate([0.0, 0.01, -0.01]):
+    ndcg = {m: 0.2 + 0.01 * i + shift for i, m in enumerate(METHODS)}
+    ndcg["bpr"] = 0.28 + shift
+    out.append(fake_run(seed, ndcg))
+  return out
+
+
+def test_mean_ci_is_the_student_t_interval():
+  values = [0.1, 0.2, 0.4]
+  mean, half = claims.mean_ci(values)
+  assert mean == pytest.approx(np.mean(values))
+  want = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3)
+  assert half == pytest.approx(want)
+  assert math.isnan(claims.mean_ci([0.3])[1])
+
+
+def test_summary_states_each_claim():
+  summary = claims.summarize(runs())
+  assert summary["recall_only"] == ["popularity", "item_knn", "bpr"]
+  assert summary["best_recall_only"] == ["bpr"] * 3
+  # pprsf = 0.27 + shift, best recall = bpr 0.28 + shift.
+  gains = [(0.27 + s) / (0.28 + s) - 1 for s in (0.0, 0.01, -0.01)]
+  assert summary["gain_over_best_recall"][0] == pytest.approx(np.mean(gains))
+  assert summary["fl_beats_local_share"][0] == pytest.approx(0.5)
+  assert summary["delta_absolute"][0] == pytest.approx(0.01)
+  assert summary["communication"]["down_whole_catalogue_per_period"] == 200 * (12 + 50 * 8)
+  assert summary["table"]["bpr"]["ndcg@10"][0] == pytest.approx(0.28)
+
+
+def test_runs_that_differ_beyond_the_seed_are_refused():
+  mixed = runs()
+  mixed[1] = copy.deepcopy(mixed[1])
+  mixed[1]["config"]["recall"]["num_neighbors"] = 20
+  with pytest.raises(ValueError, match="more than their seed"):
+    claims.summarize(mixed)
+  with pytest.raises(ValueError, match="no runs"):
+    claims.summarize([])
+
+
+def test_report_files(tmp_path):
+  written = claims.write(claims.summarize(runs()), tmp_path, "python scripts/claims_report.py")
+  assert [p.name for p in written] == ["REPORT.md", "summary.json", "loss_per_round.png"]
+  report = written[0].read_text()
+  for section in ("## Accuracy", "## Beyond accuracy", "## Claims", "## Communication",
+                  "P_FL beats", "δ = ", "best recall-only model (bpr)", "± "):
+    assert section in report
+  assert written[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
