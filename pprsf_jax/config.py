@@ -123,14 +123,19 @@ class DataConfig:
 
   source: str = "ml-100k"  # a dataset name the loader fetches, a directory of files, or "synthetic"
   private_share: float = 0.2  # share of each user's interactions kept private on the device
-  valid_share: float = 0.1  # per-user random split: validation share (RecBole 8:1:1 default)
-  test_share: float = 0.1  # per-user random split: test share
+  # "random": per user at random, valid_share / test_share (RecBole's 8:1:1 by default);
+  # "leave_one_out": per user by time, the latest interaction tests, the one before validates.
+  split: str = "random"
+  valid_share: float = 0.1  # random split: validation share
+  test_share: float = 0.1  # random split: test share
   label_folds: int = 4  # cross-fitting folds: recall trains on F-1, the held-out fold labels ranking
   synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
 
   def __post_init__(self):
     _check_text(self.source, "data.source", "a non-empty name or path (a string)")
     _check_real(self.private_share, "data.private_share", 0, 1, high_open=True)
+    _check_choice(self.split, "data.split", ("random", "leave_one_out"),
+                  '"random" or "leave_one_out"')
     _check_real(self.valid_share, "data.valid_share", 0, 0.5, low_open=True, high_open=True)
     _check_real(self.test_share, "data.test_share", 0, 0.5, low_open=True, high_open=True)
     _check(
@@ -353,9 +358,14 @@ class EvalConfig:
   """Evaluation protocol."""
 
   top_k: int = 10  # cut-off for Recall/NDCG/MRR/Hit/Precision@k and the length of the final list
+  # 0: full ranking over every item. N > 0: each user's held-out item is ranked among N items
+  # drawn uniformly from those the user never interacted with (99 with leave-one-out is the
+  # protocol of most federated recommendation papers); needs data.split="leave_one_out".
+  sampled_negatives: int = 0
 
   def __post_init__(self):
     _check_int(self.top_k, "eval.top_k", 1)
+    _check_int(self.sampled_negatives, "eval.sampled_negatives", 0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -398,6 +408,13 @@ class RunConfig:
         f"<= ranking.top_t ({self.ranking.top_t})",
         self.eval.top_k,
     )
+    if self.eval.sampled_negatives:
+      _check(self.data.split == "leave_one_out", "data.split",
+             '"leave_one_out" when eval.sampled_negatives > 0 (one held-out item per user)',
+             self.data.split)
+      _check(self.eval.sampled_negatives + 1 > self.ranking.top_t, "eval.sampled_negatives",
+             f"> ranking.top_t - 1 ({self.ranking.top_t - 1}): the sampled list is what "
+             "clients rank", self.eval.sampled_negatives)
     self._check_privacy()
 
   def _check_privacy(self) -> None:

@@ -28,6 +28,7 @@ from pprsf_jax.data.dataset import AGE_BUCKET_EDGES, FederatedDataset, build_dat
 from pprsf_jax.data.movielens import MovieLensTables, load_movielens
 from pprsf_jax.data.synthetic import generate_synthetic
 from pprsf_jax.metrics import beyond_accuracy, evaluate_lists, hit_matrix, per_user_metrics
+from pprsf_jax.metrics.sampled import sample_candidates
 from pprsf_jax.privacy import plan_privacy, privacy_report, private_algorithm
 from pprsf_jax.privacy.central_dp import current_clip_norm
 from pprsf_jax.privacy.curious_server import audit, observe_uploads
@@ -45,7 +46,7 @@ from pprsf_jax.ranking.features import standardised_log_counts
 from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
 from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors, train_item_knn
 from pprsf_jax.recall.model import RecallParams
-from pprsf_jax.recall.retrieve import padded_item_lists
+from pprsf_jax.recall.retrieve import padded_item_lists, rank_given
 from pprsf_jax.rerank import RerankContext, final_list, make_reranker
 from pprsf_jax.service import serve_period
 from pprsf_jax.types import Candidates, Interactions, PrivateData, PublicData, TopTRequest
@@ -130,14 +131,16 @@ def rerank_context(public: PublicData, known_public: Interactions) -> RerankCont
 
 # ------------------------------------------------------------------------------------ client side
 def examples_from_recall(source: Recall, known_private: Interactions, positives: Interactions, *,
-                         public: PublicData, private: PrivateData,
-                         config: RecallConfig) -> ClientExamples:
-  """Server: candidates excluding what it knows; clients: features, private filter, labels.
+                         public: PublicData, private: PrivateData, config: RecallConfig,
+                         candidates: Candidates | None = None) -> ClientExamples:
+  """Server: candidates excluding what it knows (or the given ones, ordered by the recall
+  model); clients: features, private filter, labels.
 
   Every client at once ([N, 1, K, ...]); a deployed client does the same for itself alone
   (`pprsf_jax.deploy.device`).
   """
-  candidates = candidates_for(source.params, config.num_candidates, source.known, config)
+  if candidates is None:
+    candidates = candidates_for(source.params, config.num_candidates, source.known, config)
   return build_examples(candidates, private.user_features,
                         history=source.known + known_private, positives=positives,
                         genres=public.catalogue.genres, neighbors=source.neighbors,
@@ -413,11 +416,30 @@ def run(config: RunConfig, *, progress: bool = True,
 
   decoys = config.privacy.request_decoys
 
+  sampled = config.eval.sampled_negatives
+  if sampled:  # the evaluation harness fixes each period's item set (held-out + negatives)
+    everything_ever = (public.history + private.history + data.valid.interactions
+                       + data.test.interactions)
+    sampled_items = {period: sample_candidates(truth.interactions, everything_ever, n, m, sampled,
+                                               config.seed, period)
+                     for period, truth in ((1, data.valid), (2, data.test))}
+
   def serve(known_public: Interactions, known_private: Interactions, period: int):
     """One serving round; returns the lists of every method, [U, top_k] each, the requests
-    the clients sent the server and the candidate lists it sent them."""
+    the clients sent the server and the candidate lists it sent them. Under the sampled
+    protocol every method ranks the period's sampled items instead of the whole catalogue."""
     serving = recall.serving._replace(known=known_public)  # the logs grew since training
-    examples = examples_for(serving, known_private, positives=Interactions.empty())
+
+    def recall_only(params: RecallParams, exclude: Interactions) -> np.ndarray:
+      if sampled:
+        return rank_given(params, sampled_items[period], user_chunk=config.recall.user_chunk
+                          ).items[:, :top_k]
+      return candidates_for(params, top_k, exclude, config.recall).items
+
+    examples = examples_for(
+        serving, known_private, positives=Interactions.empty(),
+        candidates=(rank_given(serving.params, sampled_items[period],
+                               user_chunk=config.recall.user_chunk) if sampled else None))
     ranked = {
         "p_fl": _rank_all(federated.params, examples, item_table, model=model, top_t=top_t,
                           per_client_params=False),
@@ -440,10 +462,9 @@ def run(config: RunConfig, *, progress: bool = True,
     # Recall-only baselines get the protocol's full exclusion of everything known.
     everything = known_public + known_private
     lists = {
-        "popularity": candidates_for(recall.popularity, top_k, everything, config.recall).items,
-        "item_knn": candidates_for(recall.item_knn, top_k, everything, config.recall).items,
-        config.recall.model: candidates_for(recall.serving.params, top_k, everything,
-                                            config.recall).items,
+        "popularity": recall_only(recall.popularity, everything),
+        "item_knn": recall_only(recall.item_knn, everything),
+        config.recall.model: recall_only(recall.serving.params, everything),
         "local_only (P_i)": np.asarray(ranked["p_i"].items[:, :top_k]),
         "central (P_Sum)": np.asarray(ranked["p_sum"].items[:, :top_k]),
         "federated (P_FL)": np.asarray(ranked["p_fl"].items[:, :top_k]),

@@ -85,6 +85,7 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "data.private_share": [-0.01, 1.0, 1],
     "data.valid_share": [0.0, 0.5, -0.1],
     "data.test_share": [0.0, 0.5, 0],
+    "data.split": ["loo", "", "Random"],
     "data.label_folds": [1, 11, 0],
     "data.synthetic": [DataConfig(), RecallConfig()],
     "data.synthetic.num_users": [1, 0, -5, -(10**5000)],
@@ -154,6 +155,7 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "rerank.mmr_lambda": [-0.1, 1.1],
     "rerank.cold_start_popularity_weight": [-0.1, 1.5],
     "eval.top_k": [0],
+    "eval.sampled_negatives": [-1, 1.5],
 }
 
 INF, NAN = float("inf"), float("nan")
@@ -224,6 +226,8 @@ def test_invalid_value_is_rejected_naming_the_field(path, value):
 @pytest.mark.parametrize("overrides,path", [
     (["recall.num_candidates=20"], "ranking.top_t"),  # T must stay below K (default T = 20)
     (["eval.top_k=21"], "eval.top_k"),  # k <= T
+    (["eval.sampled_negatives=99"], "data.split"),  # sampled ranking needs leave-one-out
+    (["eval.sampled_negatives=10", "data.split=leave_one_out"], "eval.sampled_negatives"),
     (["data.valid_share=0.3", "data.test_share=0.3"], "data.valid_share + data.test_share"),
     (["data.synthetic.num_items=30"], "data.synthetic.interactions_per_user"),  # default 30
     # DP: combinations under which the guarantee would not hold name the field to change.

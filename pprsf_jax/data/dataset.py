@@ -1,7 +1,7 @@
 """From raw rating tables to the federated dataset: splits, privacy partition, feature encoding.
 
 Each user's interactions are split at random into train / valid / test (RecBole's 8:1:1 by
-default). A configurable share of each user's interactions is private; train interactions are
+default), or leave-one-out by time (the latest interaction tests, the one before validates). A configurable share of each user's interactions is private; train interactions are
 dealt per user into `label_folds` cross-fitting folds (see `PublicData`), so ranking targets
 never come from what the recall model that proposed them trained on.
 """
@@ -62,6 +62,24 @@ def _per_user_folds(user: np.ndarray, eligible: np.ndarray, num_folds: int, rng)
   return fold
 
 
+def _latest_two(user: np.ndarray, timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Leave-one-out by time: each user's latest interaction (test) and the one before (valid).
+
+  Ties in time go to the later row of the file. A user with two interactions keeps one for
+  training and none for validation; a user with one only trains.
+  """
+  order = np.lexsort((np.arange(user.size), timestamps, user))  # by user, then time, then row
+  owners = user[order]
+  counts = np.bincount(owners, minlength=int(user.max(initial=-1)) + 1)
+  ends = np.cumsum(counts)
+  from_end = ends[owners] - 1 - (np.arange(order.size))  # 0 = the user's latest
+  test = np.zeros(user.shape, bool)
+  valid = np.zeros(user.shape, bool)
+  test[order[(from_end == 0) & (counts[owners] >= 2)]] = True
+  valid[order[(from_end == 1) & (counts[owners] >= 3)]] = True
+  return test, valid
+
+
 def encode_user_features(tables: MovieLensTables) -> np.ndarray:
   """Private attributes as dense features: age (scaled + bucket), gender, occupation, zip region.
 
@@ -105,9 +123,12 @@ def build_dataset(tables: MovieLensTables, config: DataConfig, seed: int) -> Fed
   user, item = tables.user_ids.astype(np.int32), tables.item_ids.astype(np.int32)
   every = np.ones(user.shape, bool)
 
-  test = _per_user_quota(user, every, config.test_share, rng)
-  share_of_rest = config.valid_share / (1.0 - config.test_share)
-  valid = _per_user_quota(user, ~test, share_of_rest, rng)
+  if config.split == "leave_one_out":
+    test, valid = _latest_two(user, tables.timestamps)
+  else:
+    test = _per_user_quota(user, every, config.test_share, rng)
+    share_of_rest = config.valid_share / (1.0 - config.test_share)
+    valid = _per_user_quota(user, ~test, share_of_rest, rng)
   train = ~(test | valid)
   private = _per_user_quota(user, every, config.private_share, rng)
   fold = _per_user_folds(user, train, config.label_folds, rng)

@@ -95,3 +95,21 @@ def retrieve(params: RecallParams, k: int, exclude: Interactions, *, users: np.n
     all_scores.append(np.asarray(scores)[: user_chunk - pad])
     all_items.append(np.asarray(items)[: user_chunk - pad])
   return Candidates(items=np.concatenate(all_items), scores=np.concatenate(all_scores))
+
+
+def rank_given(params: RecallParams, items: np.ndarray, *, user_chunk: int) -> Candidates:
+  """Orders each user's own given items [U, S] (-1 = empty) by the model's score: the server's
+  candidate list for a fixed item set (the sampled-negatives protocol). Chunked over users."""
+  scores = np.empty(items.shape, np.float32)
+  for start in range(0, items.shape[0], user_chunk):
+    rows = slice(start, start + user_chunk)
+    block = jnp.asarray(np.maximum(items[rows], 0))
+    users = jnp.arange(start, start + block.shape[0])
+    got = jnp.einsum("ud,usd->us", params.user[users], params.item[block]) + params.item_bias[block]
+    scores[rows] = np.asarray(got)
+  scores = np.where(items >= 0, scores, -np.inf)
+  order = np.argsort(-scores, axis=1, kind="stable")
+  ranked = np.take_along_axis(items, order, 1)
+  ranked_scores = np.take_along_axis(scores, order, 1)
+  return Candidates(items=ranked.astype(np.int32),
+                    scores=np.where(ranked >= 0, ranked_scores, 0.0).astype(np.float32))
