@@ -3,7 +3,8 @@
 PPRSF moves against a design that ships the whole catalogue to every client.
 
 `summarize` takes the `results.json` of one `pipeline.run` per seed; `markdown` and `write`
-turn the summary into REPORT.md, summary.json and a PNG of the training loss per round.
+turn the summary into REPORT.md, summary.json and PNGs of P_FL's validation metric per round
+(against every method's final figure) and of the training loss per round.
 """
 
 from __future__ import annotations
@@ -81,7 +82,21 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
           "up_top_t_per_period": communication["up_top_t"],
       },
       "losses": [run["federated"]["losses"] for run in runs],
+      "valid_curve": _mean_curve([run["federated"].get("valid_curve") or [] for run in runs]),
+      "valid_final": {method: float(np.mean([run["valid"][method][ndcg] for run in runs]))
+                      for method in methods},
   }
+
+
+def _mean_curve(curves: Sequence[Sequence[float | None]]) -> list[list[float]]:
+  """[(round, mean over seeds)] at the rounds every seed evaluated."""
+  if not curves or not all(curves):
+    return []
+  points = []
+  for index, values in enumerate(zip(*curves)):
+    if all(value is not None for value in values):
+      points.append([index + 1, float(np.mean(values))])
+  return points
 
 
 def _cell(value: tuple[float, float], digits: int = 4) -> str:
@@ -145,6 +160,7 @@ def markdown(summary: dict[str, Any], command: str = "") -> str:
       f"{communication['down_whole_catalogue_per_period']:,.0f} |",
       f"| up per serving period: the Top-T request | {communication['up_top_t_per_period']:,.0f} |",
       "",
+      f"![validation {summary['metric']} per round](metric_per_round.png)",
       "![training loss per round](loss_per_round.png)",
       "",
   ]
@@ -152,7 +168,7 @@ def markdown(summary: dict[str, Any], command: str = "") -> str:
 
 
 def write(summary: dict[str, Any], folder: pathlib.Path, command: str = "") -> list[pathlib.Path]:
-  """REPORT.md, summary.json and loss_per_round.png into `folder`."""
+  """REPORT.md, summary.json, loss_per_round.png and metric_per_round.png into `folder`."""
   import matplotlib  # pylint: disable=import-outside-toplevel  (plots only when writing)
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -172,4 +188,23 @@ def write(summary: dict[str, Any], folder: pathlib.Path, command: str = "") -> l
   plot = folder / "loss_per_round.png"
   figure.savefig(plot, dpi=120)
   plt.close(figure)
-  return [report, data, plot]
+  return [report, data, plot, _metric_plot(summary, folder, plt)]
+
+
+def _metric_plot(summary: dict[str, Any], folder: pathlib.Path, plt) -> pathlib.Path:
+  """P_FL's validation metric per round (mean over seeds) against every method's final one."""
+  figure, axis = plt.subplots(figsize=(7, 4.5))
+  if summary["valid_curve"]:
+    rounds, values = zip(*summary["valid_curve"])
+    axis.plot(rounds, values, marker=".", label=f"{FEDERATED} during training", linewidth=1.5)
+  for method, value in summary["valid_final"].items():
+    axis.axhline(value, linestyle="--", linewidth=0.8, color=None)
+    axis.annotate(method, (0, value), xytext=(2, 2), textcoords="offset points", fontsize=7)
+  axis.set_xlabel("federated round")
+  axis.set_ylabel(f"validation {summary['metric']} (mean over seeds)")
+  axis.legend(loc="lower right", fontsize=8)
+  figure.tight_layout()
+  plot = folder / "metric_per_round.png"
+  figure.savefig(plot, dpi=120)
+  plt.close(figure)
+  return plot

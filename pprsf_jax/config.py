@@ -362,10 +362,12 @@ class EvalConfig:
   # drawn uniformly from those the user never interacted with (99 with leave-one-out is the
   # protocol of most federated recommendation papers); needs data.split="leave_one_out".
   sampled_negatives: int = 0
+  every_rounds: int = 10  # P_FL's validation NDCG@k every this many rounds (0 = never)
 
   def __post_init__(self):
     _check_int(self.top_k, "eval.top_k", 1)
     _check_int(self.sampled_negatives, "eval.sampled_negatives", 0)
+    _check_int(self.every_rounds, "eval.every_rounds", 0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -207,6 +207,7 @@ class FederatedTraining(NamedTuple):
   broadcast: Any  # what the server last sent with Theta
   secure: Any  # the secure-aggregation encoding (SecureAggregationConfig), or None
   secure_clipped: int  # entries clipped to the secure-aggregation range, over all rounds
+  curve: list[float | None]  # per round: the `evaluate` figure after it, None where not run
 
 
 def _attack_setup(config: RunConfig, public: PublicData) -> tuple[Attack, np.ndarray, int]:
@@ -229,12 +230,14 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
                     local: LocalTraining, *, progress: bool,
                     attackers: np.ndarray | None = None,
                     checkpoints: pathlib.Path | None = None,
-                    log: Callable[[str], None] = lambda message: None) -> FederatedTraining:
+                    log: Callable[[str], None] = lambda message: None,
+                    evaluate: Callable[[Any], float] | None = None) -> FederatedTraining:
   """Rounds of: sample a cohort, gather its padded batch on the host, run the jitted round.
 
   With `checkpoints`, the whole training state is saved there every `config.checkpoint_every`
   rounds (and after the last), and training resumes from the newest good checkpoint found:
-  a resumed run ends bit for bit where an uninterrupted one would.
+  a resumed run ends bit for bit where an uninterrupted one would. `evaluate(Theta)` is
+  recorded after every `config.eval.every_rounds`-th round and the last (`curve`).
   """
   fed = config.federated
   num_clients = examples.mask.shape[0]
@@ -272,6 +275,7 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
       "upload_bytes": np.zeros(fed.rounds, np.float64),
       "clip_norm": np.zeros(fed.rounds, np.float64),  # central DP: the bound used each round
       "secure_clipped": np.zeros(fed.rounds, np.int64),
+      "curve": np.full(fed.rounds, np.nan),  # evaluate(Theta) after the rounds it ran (else NaN)
   }
   first_round = 0
   if checkpoints is not None:
@@ -298,6 +302,9 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
     state["upload_bytes"][round_index] = float(metrics.upload_bytes)
     state["secure_clipped"][round_index] = int(metrics.secure_clipped)
     last = round_index == fed.rounds - 1
+    every = config.eval.every_rounds
+    if evaluate is not None and every and ((round_index + 1) % every == 0 or last):
+      state["curve"][round_index] = evaluate(server.params)
     if checkpoints is not None and config.checkpoint_every and (
         (round_index + 1) % config.checkpoint_every == 0 or last):
       state["server"], state["clients"] = server, clients
@@ -313,7 +320,8 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
       privacy=privacy_report(plan) | ({"clip_norm_per_round": state["clip_norm"].tolist()}
                                       if plan is not None and plan.mechanism == "central" else {}),
       algorithm=algorithm, clients=clients, broadcast=server.broadcast, secure=secure,
-      secure_clipped=int(state["secure_clipped"].sum()))
+      secure_clipped=int(state["secure_clipped"].sum()),
+      curve=[None if np.isnan(value) else float(value) for value in state["curve"]])
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -332,6 +340,23 @@ def _audit(config: RunConfig, federated: FederatedTraining, examples: ClientExam
                 "occupation": tables.occupation.astype(np.int64)}
   return audit(uploads=uploads, lifts=lifts, examples=examples, requests=requests,
                candidates=candidates, num_items=num_items, attributes=attributes, seed=config.seed)
+
+
+def _validation_curve(config: RunConfig, recall: RecallModels, public: PublicData,
+                      private: PrivateData, valid, item_table: ItemTable,
+                      model: RankingMLP) -> Callable[[Any], float]:
+  """Theta -> validation NDCG@k of P_FL's lists during training (full-ranking protocol: the
+  serving candidates at the start of the validation period; the run's curve plot)."""
+  examples = examples_from_recall(recall.serving, private.history, Interactions.empty(),
+                                  public=public, private=private, config=config.recall)
+  k, m = config.eval.top_k, public.num_items
+
+  def evaluate(params) -> float:
+    request = _rank_all(params, examples, item_table, model=model, top_t=config.ranking.top_t,
+                        per_client_params=False)
+    return evaluate_lists(np.asarray(request.items[:, :k]), valid.interactions, m)[f"ndcg@{k}"]
+
+  return evaluate
 
 
 def _parameter_bytes(params) -> int:
@@ -391,7 +416,9 @@ def run(config: RunConfig, *, progress: bool = True,
       target_popularity=float(standardised_log_counts(item_counts(public.history, m))[target_item]))
   federated = train_federated(theta0, federated_examples, item_table, config, local,
                               progress=progress, log=log, attackers=attackers,
-                              checkpoints=None if run_dir is None else run_dir / "checkpoints")
+                              checkpoints=None if run_dir is None else run_dir / "checkpoints",
+                              evaluate=_validation_curve(config, recall, public, private,
+                                                         data.valid, item_table, model))
   lap("federated_training")
   central = train_central(theta0, train_examples, item_table,
                           key=stream_key(config.seed, "central"), local=local,
@@ -515,6 +542,9 @@ def run(config: RunConfig, *, progress: bool = True,
                      "fl_ties_local_share": float(np.mean(fl_user == local_user))},
       "federated": {"rounds": config.federated.rounds, "final_loss": federated.losses[-1],
                     "losses": federated.losses, "rejected_uploads": federated.rejected,
+                    # P_FL's validation NDCG@k after every eval.every_rounds-th round (None
+                    # between), beside every method's final validation figure in "valid".
+                    "valid_curve": federated.curve,
                     "dropped_clients": federated.dropped,
                     "straggler_clients": federated.stragglers,
                     "client_state_bytes_all_clients": federated.client_state_bytes,

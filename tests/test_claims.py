@@ -29,7 +29,9 @@ def fake_run(seed: int, ndcg: dict[str, float]) -> dict:
       "communication_bytes_per_client_per_round": {
           "down_theta_and_broadcast": 100.0, "up_update": 100.0, "down_candidates": 1200,
           "down_neighbor_lists": 40000, "up_top_t": 160},
-      "federated": {"losses": [0.7, 0.6, 0.5 - 0.01 * seed]},
+      "federated": {"losses": [0.7, 0.6, 0.5 - 0.01 * seed],
+                    "valid_curve": [None, 0.2 + 0.01 * seed, 0.3]},
+      "valid": {m: {"ndcg@10": ndcg[m] - 0.01} for m in METHODS},
   }
 
 
@@ -62,6 +64,8 @@ def test_summary_states_each_claim():
   assert summary["delta_absolute"][0] == pytest.approx(0.01)
   assert summary["communication"]["down_whole_catalogue_per_period"] == 200 * (12 + 50 * 8)
   assert summary["table"]["bpr"]["ndcg@10"][0] == pytest.approx(0.28)
+  assert summary["valid_curve"] == [[2, pytest.approx(0.21)], [3, pytest.approx(0.3)]]
+  assert summary["valid_final"]["bpr"] == pytest.approx(0.27)
 
 
 def test_runs_that_differ_beyond_the_seed_are_refused():
@@ -76,9 +80,11 @@ def test_runs_that_differ_beyond_the_seed_are_refused():
 
 def test_report_files(tmp_path):
   written = claims.write(claims.summarize(runs()), tmp_path, "python scripts/claims_report.py")
-  assert [p.name for p in written] == ["REPORT.md", "summary.json", "loss_per_round.png"]
+  assert [p.name for p in written] == ["REPORT.md", "summary.json", "loss_per_round.png",
+                                       "metric_per_round.png"]
   report = written[0].read_text()
   for section in ("## Accuracy", "## Beyond accuracy", "## Claims", "## Communication",
                   "P_FL beats", "δ = ", "best recall-only model (bpr)", "± "):
     assert section in report
-  assert written[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  for plot in written[2:]:
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -156,6 +156,7 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "rerank.cold_start_popularity_weight": [-0.1, 1.5],
     "eval.top_k": [0],
     "eval.sampled_negatives": [-1, 1.5],
+    "eval.every_rounds": [-1, 2.5],
 }
 
 INF, NAN = float("inf"), float("nan")
