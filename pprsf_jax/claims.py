@@ -193,16 +193,17 @@ def write(summary: dict[str, Any], folder: pathlib.Path, command: str = "") -> l
 
 def _metric_plot(summary: dict[str, Any], folder: pathlib.Path, plt) -> pathlib.Path:
   """P_FL's validation metric per round (mean over seeds) against every method's final one."""
-  figure, axis = plt.subplots(figsize=(7, 4.5))
+  figure, axis = plt.subplots(figsize=(9, 4.5))
   if summary["valid_curve"]:
     rounds, values = zip(*summary["valid_curve"])
     axis.plot(rounds, values, marker=".", label=f"{FEDERATED} during training", linewidth=1.5)
-  for method, value in summary["valid_final"].items():
-    axis.axhline(value, linestyle="--", linewidth=0.8, color=None)
-    axis.annotate(method, (0, value), xytext=(2, 2), textcoords="offset points", fontsize=7)
+  styles = ("--", ":", "-.")
+  for index, (method, value) in enumerate(summary["valid_final"].items()):
+    axis.axhline(value, linestyle=styles[index % 3], linewidth=1, color=f"C{index + 1}",
+                 label=f"{method} (final)")
   axis.set_xlabel("federated round")
   axis.set_ylabel(f"validation {summary['metric']} (mean over seeds)")
-  axis.legend(loc="lower right", fontsize=8)
+  axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)
   figure.tight_layout()
   plot = folder / "metric_per_round.png"
   figure.savefig(plot, dpi=120)
