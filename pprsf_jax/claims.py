@@ -58,8 +58,14 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
   # Without recall a client would need every item with its score, popularity and neighbours.
   whole_catalogue = dataset["items"] * (12 + neighbors * 8)
   pprsf_down = communication["down_candidates"] + communication["down_neighbor_lists"]
+  sampled = runs[0]["config"]["eval"].get("sampled_negatives", 0)
+  protocol = (f"leave-one-out by time, the held-out item ranked among {sampled} sampled "
+              "negatives" if sampled else
+              f"full ranking over every item, {runs[0]['config']['data'].get('split', 'random')} "
+              "split")
   return {
       "seeds": [run["config"]["seed"] for run in runs],
+      "protocol": protocol,
       "dataset": dataset,
       "metric": ndcg,
       "methods": methods,
@@ -125,8 +131,8 @@ def markdown(summary: dict[str, Any], command: str = "") -> str:
       "",
       f"Command: `{command}`" if command else "",
       "",
-      f"Mean ± half-width of the 95% Student-t interval over {len(seeds)} seeds; full ranking, "
-      "test period.",
+      f"Mean ± half-width of the 95% Student-t interval over {len(seeds)} seeds; "
+      f"{summary['protocol']}; test period.",
       "",
       "## Accuracy",
       "",
@@ -152,7 +158,8 @@ def markdown(summary: dict[str, Any], command: str = "") -> str:
       "",
       "| what | bytes |",
       "|---|---|",
-      f"| down per round: Θ (+ algorithm broadcast) | {communication['down_theta_per_round']:,.0f} |",
+      f"| down per round: Θ (+ algorithm broadcast) | "
+      f"{communication['down_theta_per_round']:,.0f} |",
       f"| up per round: the update as encoded | {communication['up_update_per_round']:,.0f} |",
       f"| down per serving period: K candidates with scores, popularity, neighbours | "
       f"{communication['down_candidates_per_period']:,.0f} |",

@@ -20,8 +20,8 @@ def fake_run(seed: int, ndcg: dict[str, float]) -> dict:
               "diversity@10": 0.5, "novelty@10": 3.0, "gini@10": 0.9} for m in METHODS}
   p_sum, p_fl = ndcg["central (P_Sum)"], ndcg["federated (P_FL)"]
   return {
-      "config": {"seed": seed, "out_dir": "runs", "eval": {"top_k": 10},
-                 "recall": {"num_neighbors": 50}},
+      "config": {"seed": seed, "out_dir": "runs", "eval": {"top_k": 10, "sampled_negatives": 0},
+                 "data": {"split": "random"}, "recall": {"num_neighbors": 50}},
       "dataset": {"name": "fake", "users": 10, "items": 200},
       "test": test,
       "delta": {"absolute": abs(p_sum - p_fl), "relative": abs(p_sum - p_fl) / p_sum},
@@ -84,7 +84,8 @@ def test_report_files(tmp_path):
                                        "metric_per_round.png"]
   report = written[0].read_text()
   for section in ("## Accuracy", "## Beyond accuracy", "## Claims", "## Communication",
-                  "P_FL beats", "δ = ", "best recall-only model (bpr)", "± "):
+                  "P_FL beats", "δ = ", "best recall-only model (bpr)", "± ",
+                  "full ranking over every item, random split"):
     assert section in report
   for plot in written[2:]:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

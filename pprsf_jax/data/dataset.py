@@ -1,9 +1,10 @@
 """From raw rating tables to the federated dataset: splits, privacy partition, feature encoding.
 
 Each user's interactions are split at random into train / valid / test (RecBole's 8:1:1 by
-default), or leave-one-out by time (the latest interaction tests, the one before validates). A configurable share of each user's interactions is private; train interactions are
-dealt per user into `label_folds` cross-fitting folds (see `PublicData`), so ranking targets
-never come from what the recall model that proposed them trained on.
+default), or leave-one-out by time (the latest interaction tests, the one before validates). A
+configurable share of each user's interactions is private; train interactions are dealt per
+user into `label_folds` cross-fitting folds (see `PublicData`), so ranking targets never come
+from what the recall model that proposed them trained on.
 """
 
 from __future__ import annotations

@@ -105,7 +105,8 @@ def rank_given(params: RecallParams, items: np.ndarray, *, user_chunk: int) -> C
     rows = slice(start, start + user_chunk)
     block = jnp.asarray(np.maximum(items[rows], 0))
     users = jnp.arange(start, start + block.shape[0])
-    got = jnp.einsum("ud,usd->us", params.user[users], params.item[block]) + params.item_bias[block]
+    got = (jnp.einsum("ud,usd->us", params.user[users], params.item[block])
+           + params.item_bias[block])
     scores[rows] = np.asarray(got)
   scores = np.where(items >= 0, scores, -np.inf)
   order = np.argsort(-scores, axis=1, kind="stable")
