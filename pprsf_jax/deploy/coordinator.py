@@ -171,6 +171,9 @@ def aggregate(setup: Setup, server: ServerState, received: Sequence[Received],
   server, accepted = _server_round(server, uploads, arrived, key, algorithm=setup.algorithm,
                                    max_update_norm=fed.max_update_norm)
   accepted = np.asarray(accepted)
+  for r, taken in zip(received, accepted):
+    if not taken and r.client_id not in refused:  # the round's float32 check, at the boundary
+      refused[r.client_id] = "refused by the round's own finiteness / norm check"
   weights = np.where(accepted, uploads.num_examples, 0.0)
   losses = np.where(accepted, column("loss", np.float64), 0.0)
   loss = float(np.sum(losses * weights) / max(float(np.sum(weights)), 1.0))
