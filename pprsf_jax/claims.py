@@ -50,6 +50,10 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
   per_seed = lambda method, metric: [run["test"][method][metric] for run in runs]
   table = {method: {metric: mean_ci(per_seed(method, metric)) for metric in metrics}
            for method in methods}
+  settings = list(runs[0].get("rerank_settings", {}))
+  rerank_table = {setting: {metric: mean_ci([run["rerank_settings"][setting][metric]
+                                             for run in runs]) for metric in metrics}
+                  for setting in settings}
   best_recall = [max(run["test"][m][ndcg] for m in recall_only) for run in runs]
   gains = [run["test"][FINAL][ndcg] / best - 1 for run, best in zip(runs, best_recall)]
   dataset = runs[0]["dataset"]
@@ -71,6 +75,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
       "methods": methods,
       "recall_only": recall_only,
       "table": table,
+      "rerank_table": rerank_table,
       "delta_absolute": mean_ci([run["delta"]["absolute"] for run in runs]),
       "delta_relative": mean_ci([run["delta"]["relative"] for run in runs]),
       "p_fl": mean_ci(per_seed(FEDERATED, ndcg)),
@@ -110,13 +115,12 @@ def _cell(value: tuple[float, float], digits: int = 4) -> str:
   return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
-def _metric_table(summary: dict[str, Any], names: Sequence[str]) -> list[str]:
-  first = summary["table"][summary["methods"][0]]
+def _metric_table(table: dict[str, dict], names: Sequence[str], label: str = "method") -> list[str]:
+  first = next(iter(table.values()))
   columns = [c for name in names for c in first if c.split("@")[0] == name]
-  lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-  for method in summary["methods"]:
-    row = summary["table"][method]
-    lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in columns) + " |")
+  lines = [f"| {label} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+  for row_name, row in table.items():
+    lines.append(f"| {row_name} | " + " | ".join(_cell(row[c]) for c in columns) + " |")
   return lines
 
 
@@ -136,12 +140,15 @@ def markdown(summary: dict[str, Any], command: str = "") -> str:
       "",
       "## Accuracy",
       "",
-      *_metric_table(summary, ACCURACY),
+      *_metric_table(summary["table"], ACCURACY),
       "",
       "## Beyond accuracy",
       "",
-      *_metric_table(summary, BEYOND),
+      *_metric_table(summary["table"], BEYOND),
       "",
+      *(["## PPRSF's final list under each re-rank setting (same Top-T requests)", "",
+         *_metric_table(summary["rerank_table"], ("ndcg", *BEYOND), "re-rank setting"), ""]
+        if summary["rerank_table"] else []),
       "## Claims",
       "",
       f"- P_FL > P_i: P_FL beats its own client's local-only model for "

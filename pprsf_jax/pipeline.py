@@ -47,7 +47,8 @@ from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
 from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors, train_item_knn
 from pprsf_jax.recall.model import RecallParams
 from pprsf_jax.recall.retrieve import padded_item_lists, rank_given
-from pprsf_jax.rerank import RerankContext, final_list, make_reranker
+from pprsf_jax.rerank import (RerankContext, Strategy, evaluation_grid, final_list,
+                             make_reranker)
 from pprsf_jax.service import serve_period
 from pprsf_jax.types import Candidates, Interactions, PrivateData, PublicData, TopTRequest
 
@@ -483,9 +484,17 @@ def run(config: RunConfig, *, progress: bool = True,
       request, decoy_items = _pad_requests(request, examples,
                                            stream_key(config.seed, "decoys", period),
                                            num_decoys=decoys)
-      final = np.asarray(_drop_decoys(reranker(request, context).items, decoy_items, k=top_k))
-    else:
-      final = np.asarray(final_list(reranker(request, context), top_k))
+
+    def answer(rerank: Strategy) -> np.ndarray:
+      """[U, top_k] what each client shows: the server's re-ranked answer (decoys dropped)."""
+      if decoys:
+        return np.asarray(_drop_decoys(rerank(request, context).items, decoy_items, k=top_k))
+      return np.asarray(final_list(rerank(request, context), top_k))
+
+    final = answer(reranker)
+    # The same requests under other re-rank settings (the beyond-accuracy table of settings).
+    variants = {name: answer(make_reranker(setting))
+                for name, setting in evaluation_grid(config.rerank).items()}
     # Recall-only baselines get the protocol's full exclusion of everything known.
     everything = known_public + known_private
     lists = {
@@ -498,22 +507,23 @@ def run(config: RunConfig, *, progress: bool = True,
         "personalised (P_FL + fine-tune)": np.asarray(ranked["p_fl_ft"].items[:, :top_k]),
         "pprsf (P_FL + re-rank)": final,
     }
-    return lists, np.asarray(request.items), np.asarray(examples.items.reshape(n, -1))
+    return lists, np.asarray(request.items), np.asarray(examples.items.reshape(n, -1)), variants
 
   # Period 1 (validation): serve, then the service layer logs what users did.
-  valid_lists, _, _ = serve(public.history, private.history, period=1)
+  valid_lists, _, _, _ = serve(public.history, private.history, period=1)
   service = serve_period(valid_lists["pprsf (P_FL + re-rank)"], data.valid, m)
   valid_metrics = {name: evaluate_lists(lists, data.valid.interactions, m)
                    for name, lists in valid_lists.items()}
   lap("serve_valid")
   # Period 2 (test): the logs fed back — the server knows more public history, clients more private.
-  test_lists, test_requests, test_candidates = serve(
+  test_lists, test_requests, test_candidates, test_variants = serve(
       public.history + service.public, private.history + service.private, period=2)
   # Beyond accuracy: popularity (novelty) as the server knows it from the public train log.
   public_counts = item_counts(public.history, m)
-  test_metrics = {name: evaluate_lists(lists, data.test.interactions, m)
-                  | beyond_accuracy(lists, public.catalogue.genres, public_counts, n)
-                  for name, lists in test_lists.items()}
+  scores = lambda lists: (evaluate_lists(lists, data.test.interactions, m)
+                          | beyond_accuracy(lists, public.catalogue.genres, public_counts, n))
+  test_metrics = {name: scores(lists) for name, lists in test_lists.items()}
+  rerank_metrics = {name: scores(lists) for name, lists in test_variants.items()}
   lap("serve_test")
   privacy_results = dict(federated.privacy)
   if config.privacy.audit:
@@ -534,6 +544,8 @@ def run(config: RunConfig, *, progress: bool = True,
                   "public_train": public.history.size, "private_train": private.history.size,
                   "valid": data.valid.interactions.size, "test": data.test.interactions.size},
       "test": test_metrics,
+      # PPRSF's final test lists under each re-rank setting of `rerank.evaluation_grid`.
+      "rerank_settings": rerank_metrics,
       "valid": valid_metrics,
       "delta": {"metric": ndcg, "p_fl": p_fl, "p_sum": p_sum, "absolute": abs(p_sum - p_fl),
                 "relative": abs(p_sum - p_fl) / p_sum if p_sum > 0 else float("nan")},

@@ -32,6 +32,8 @@ def fake_run(seed: int, ndcg: dict[str, float]) -> dict:
       "federated": {"losses": [0.7, 0.6, 0.5 - 0.01 * seed],
                     "valid_curve": [None, 0.2 + 0.01 * seed, 0.3]},
       "valid": {m: {"ndcg@10": ndcg[m] - 0.01} for m in METHODS},
+      "rerank_settings": {name: {**test["pprsf (P_FL + re-rank)"], "diversity@10": value}
+                          for name, value in (("none", 0.5), ("mmr λ=0.5", 0.6 + 0.01 * seed))},
   }
 
 
@@ -66,6 +68,7 @@ def test_summary_states_each_claim():
   assert summary["table"]["bpr"]["ndcg@10"][0] == pytest.approx(0.28)
   assert summary["valid_curve"] == [[2, pytest.approx(0.21)], [3, pytest.approx(0.3)]]
   assert summary["valid_final"]["bpr"] == pytest.approx(0.27)
+  assert summary["rerank_table"]["mmr λ=0.5"]["diversity@10"][0] == pytest.approx(0.61)
 
 
 def test_runs_that_differ_beyond_the_seed_are_refused():
@@ -85,7 +88,8 @@ def test_report_files(tmp_path):
   report = written[0].read_text()
   for section in ("## Accuracy", "## Beyond accuracy", "## Claims", "## Communication",
                   "P_FL beats", "δ = ", "best recall-only model (bpr)", "± ",
-                  "full ranking over every item, random split"):
+                  "full ranking over every item, random split", "re-rank setting",
+                  "| mmr λ=0.5 | "):
     assert section in report
   for plot in written[2:]:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -104,6 +104,13 @@ def test_pipeline_under_the_sampled_protocol_scores_one_held_out_item_per_user()
        "federated.clients_per_round=10", "ranking.top_t=12", "baselines.central_epochs=1",
        "baselines.local_only_epochs=1"])
   results = pipeline.run(config, progress=False)
+  # The re-rank grid re-uses the same requests: its "none" is P_FL, its configured one PPRSF.
+  settings = results["rerank_settings"]
+  assert settings["none"] == results["test"]["federated (P_FL)"]
+  assert settings["configured (cold_start + mmr)"] == results["test"]["pprsf (P_FL + re-rank)"]
+  assert set(settings) == {"none", "mmr λ=0.9", "cold_start", "cold_start + mmr λ=0.9",
+                           "cold_start + mmr λ=0.7", "cold_start + mmr λ=0.5",
+                           "configured (cold_start + mmr)"}
   for method, metrics in results["test"].items():
     # One held-out item per user: recall@10 is HR@10, and precision is HR / 10.
     assert metrics["recall@10"] == pytest.approx(metrics["hit@10"]), method

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from pprsf_jax.config import RerankConfig
@@ -20,3 +21,17 @@ def make_reranker(config: RerankConfig) -> Strategy:
   if unknown:
     raise ValueError(f"rerank.strategies: unknown {unknown}; known {sorted(STRATEGIES)}")
   return compose(*(STRATEGIES[name](config) for name in config.strategies))
+
+
+def evaluation_grid(config: RerankConfig) -> dict[str, RerankConfig]:
+  """The re-rank settings every run also evaluates on the same Top-T requests: none, each
+  strategy alone, cold start + MMR at three trade-offs, and the configured one."""
+  grid = {"none": dataclasses.replace(config, strategies=())}
+  for name in STRATEGIES:
+    grid[name if name != "mmr" else f"mmr λ={config.mmr_lambda:g}"] = dataclasses.replace(
+        config, strategies=(name,))
+  for trade_off in (0.9, 0.7, 0.5):
+    grid[f"cold_start + mmr λ={trade_off:g}"] = dataclasses.replace(
+        config, strategies=("cold_start", "mmr"), mmr_lambda=trade_off)
+  grid[f"configured ({' + '.join(config.strategies) or 'none'})"] = config
+  return grid
