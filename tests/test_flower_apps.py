@@ -22,6 +22,8 @@ from flwr.serverapp import Grid  # noqa: E402
 # sets per process; an in-process run sets it by hand (Flower internals, pinned by the extra).
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
+from pprsf_jax import pipeline  # noqa: E402
+from pprsf_jax.config import apply_overrides  # noqa: E402
 from pprsf_jax.deploy import coordinator, flower_client, flower_server, wire  # noqa: E402
 from conftest import DEPLOY_CONFIG_FILE  # noqa: E402
 from test_deploy import max_difference  # noqa: E402
@@ -173,3 +175,26 @@ def test_wire_names_what_does_not_decode(deploy_config, deploy_setup):
                                 num_items=deploy_setup.public.num_items)
   with pytest.raises(wire.WireError, match="catalogue has"):
     wire.candidates_from_record(wire.candidates_to_record(shipped), num_items=7)
+
+
+def test_local_dp_plan_reaches_the_devices(tmp_path, deploy_config, deploy_setup,
+                                           deploy_simulated):
+  """Under local DP the server sends its calibrated noise; devices add exactly the noise the
+  simulated clients add (same keys), so Theta still equals the simulator's."""
+  overrides = "privacy.mechanism=local privacy.noise_multiplier=0.5 federated.rounds=2"
+  theta, results, _ = run_flower_apps(tmp_path, deploy_config, overrides=overrides)
+  config = apply_overrides(deploy_config, overrides.split())
+  examples, _ = deploy_simulated
+  theta0 = coordinator.initial_theta(deploy_setup, examples.user_features.shape[1])
+  reference = pipeline.train_federated(theta0, examples, deploy_setup.item_table, config,
+                                       deploy_setup.local, progress=False)
+  want = _as_flat(reference.params)
+  for name in want:
+    np.testing.assert_allclose(theta[name], want[name], atol=1e-5, err_msg=name)
+  # The noise is real: two rounds of plain FedAvg end elsewhere.
+  plain = _as_flat(pipeline.train_federated(
+      theta0, examples, deploy_setup.item_table,
+      apply_overrides(deploy_config, ["federated.rounds=2"]), deploy_setup.local,
+      progress=False).params)
+  assert max(float(np.max(np.abs(theta[name] - plain[name]))) for name in plain) > 1e-3
+  assert [r["accepted"] for r in results["rounds"]] == [3, 3]

@@ -28,6 +28,7 @@ from pprsf_jax.recall.item_knn import ItemNeighbors
 from pprsf_jax.types import (SERVING, CandidateList, Candidates, ClientUpload, Interactions,
                              TopTRequest)
 
+
 class DeviceData(NamedTuple):
   """Everything one device holds about its user. Private: never serialised, never sent."""
 
