@@ -408,10 +408,11 @@ class _Files(NamedTuple):
 # ---- GroupLens ------------------------------------------------------------------------------
 
 
-def _grouplens_ratings(path: Path) -> _Ratings:
+def _grouplens_ratings(path: Path, separator: str = "\t") -> _Ratings:
+  """user, item, rating, timestamp per line: ML-100K's u.data (tabs), ML-1M's ratings.dat (::)."""
   ratings = _Ratings()
   for number, line in _data_lines(path, "latin-1"):
-    user, item, value, timestamp = _split(line, "\t", 4, path, number)
+    user, item, value, timestamp = _split(line, separator, 4, path, number)
     ratings.append(
         number,
         _parse_id(user, "user", path, number),
@@ -493,20 +494,6 @@ def read_grouplens(
 _TITLE_YEAR_RE = re.compile(r".*\(([0-9]{4})\)\s*")
 
 
-def _ml1m_ratings(path: Path) -> _Ratings:
-  ratings = _Ratings()
-  for number, line in _data_lines(path, "latin-1"):
-    user, item, value, timestamp = _split(line, "::", 4, path, number)
-    ratings.append(
-        number,
-        _parse_id(user, "user", path, number),
-        _parse_id(item, "item", path, number),
-        _parse_rating(value, path, number),
-        _parse_timestamp(timestamp, path, number),
-    )
-  return ratings
-
-
 def _ml1m_users(path: Path) -> list[_User]:
   users = []
   for number, line in _data_lines(path, "latin-1"):
@@ -559,7 +546,7 @@ def read_grouplens_1m(
       files,
       _ml1m_users(files.users),
       _ml1m_items(files.items),
-      _ml1m_ratings(files.ratings),
+      _grouplens_ratings(files.ratings, "::"),
   )
 
 
