@@ -7,9 +7,7 @@ written in ML-1M's layout, and the fetch logic runs against a fake network as fo
 from __future__ import annotations
 
 import hashlib
-import io
 import urllib.error
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from pprsf_jax.data import movielens
 from pprsf_jax.data.dataset import build_dataset
 from pprsf_jax.data.movielens import (GENRES, DataFormatError, DataUnavailableError,
                                       fetch_movielens, load_movielens)
+from test_movielens import make_zip
 
 # (raw id, gender, age code, occupation code, zip); file order deliberately not numeric.
 USERS = (("1", "F", 1, "10", "48067"), ("2", "M", 56, "16", "70072"),
@@ -134,15 +133,7 @@ URL = "https://grouplens.example/ml-1m.zip"
 FILES = {name: text.encode("latin-1") for name, text in ml1m_texts().items()}
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-  buffer = io.BytesIO()
-  with zipfile.ZipFile(buffer, "w") as bundle:
-    for name, data in members.items():
-      bundle.writestr(name, data)
-  return buffer.getvalue()
-
-
-ARCHIVE = _zip({f"ml-1m/{name}": data for name, data in FILES.items()})
+ARCHIVE = make_zip({f"ml-1m/{name}": data for name, data in FILES.items()})
 
 
 @pytest.fixture
