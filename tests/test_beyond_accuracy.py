@@ -51,8 +51,8 @@ def test_item_knn_retrieval_equals_summed_neighbour_similarity():
   users, items = 30, 25
   pairs = np.unique(np.stack([rng.integers(0, users, 300), rng.integers(0, items, 300)], 1), axis=0)
   log = Interactions(pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32))
-  params = train_item_knn(log, users, items, num_neighbors=5)
   neighbors = item_neighbors(log, users, items, num_neighbors=5)
+  params = train_item_knn(log, neighbors, users, items)
   brute = np.zeros((users, items))
   for user, item in pairs:
     for neighbor, similarity in zip(neighbors.items[item], neighbors.similarity[item]):

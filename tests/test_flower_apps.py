@@ -8,6 +8,7 @@ name while the run finishes. `test_flower_deployment.py` runs the same apps as p
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import jax
@@ -16,8 +17,9 @@ import pytest
 
 flwr = pytest.importorskip("flwr", reason="the flower extra is not installed "
                                           "(pip install 'pprsf-jax[flower]')")
-from flwr.app import Array, ArrayRecord, Context, RecordDict  # noqa: E402
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict  # noqa: E402
 from flwr.serverapp import Grid  # noqa: E402
+from flwr.supercore.run import Run  # noqa: E402
 # Flower stamps each message with the identity of the task that creates it, which its runtime
 # sets per process; an in-process run sets it by hand (Flower internals, pinned by the extra).
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
@@ -33,7 +35,7 @@ class LoopbackGrid(Grid):
   """Delivers each message to the client app of its node in this process (no network).
 
   `tamper(node, round_message, reply) -> reply` may replace a device's replies, as a faulty or
-  malicious device would.
+  malicious device would (None: the device never answers).
   """
 
   def __init__(self, node_configs, run_config, tamper=None):
@@ -41,41 +43,45 @@ class LoopbackGrid(Grid):
                                           state=RecordDict(), run_config=run_config)
                      for index, node_config in enumerate(node_configs)}
     self.tamper = tamper
-    self.replies = []
+    self.replies = []  # (message type, reply) of every reply delivered, for the tests
+    self._pending = {}  # message id -> its reply, until pulled
+    self._run = Run.create_empty(run_id=1)
+    self._ids = itertools.count()
 
   def set_run(self, run):
-    del run
+    self._run = run
 
+  @property
   def run(self):
-    raise NotImplementedError
+    return self._run
 
-  def create_message(self, *args, **kwargs):
-    raise NotImplementedError
+  def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+    return Message(content, dst_node_id=dst_node_id, message_type=message_type,
+                   group_id=group_id, ttl=ttl)
 
   def get_node_ids(self):
     return list(self.contexts)
 
-  def get_nodes(self):
-    raise NotImplementedError
-
   def push_messages(self, messages):
-    raise NotImplementedError
-
-  def pull_messages(self, message_ids):
-    raise NotImplementedError
-
-  def send_and_receive(self, messages, *, timeout=None):
-    del timeout
-    replies = []
+    """Runs each message's client app at once; its reply waits to be pulled."""
+    ids = []
     for message in messages:
       node = message.metadata.dst_node_id
       reply = flower_client.app(message, self.contexts[node])
       if self.tamper is not None:
         reply = self.tamper(node, message, reply)
+      ids.append(str(next(self._ids)))
       if reply is not None:
         self.replies.append((message.metadata.message_type, reply))
-        replies.append(reply)
-    return replies
+        self._pending[ids[-1]] = reply
+    return ids
+
+  def pull_messages(self, message_ids):
+    return [self._pending.pop(i) for i in message_ids if i in self._pending]
+
+  def send_and_receive(self, messages, *, timeout=None):
+    del timeout  # every reply is ready as soon as it is pushed
+    return self.pull_messages(self.push_messages(messages))
 
 
 def run_flower_apps(tmp_path, config, tamper=None, overrides=""):

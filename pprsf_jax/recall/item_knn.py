@@ -57,16 +57,16 @@ def item_neighbors(interactions: Interactions, num_users: int, num_items: int, *
                        similarity=np.concatenate(similarity).astype(np.float32))
 
 
-def train_item_knn(interactions: Interactions, num_users: int, num_items: int, *,
-                   num_neighbors: int) -> RecallParams:
+def train_item_knn(interactions: Interactions, neighbors: ItemNeighbors, num_users: int,
+                   num_items: int) -> RecallParams:
   """ItemKNN as a factorised scorer: score(u, j) = sum of sim(i, j) over the items i in u's
-  public history, sim the top-`num_neighbors` cosine of each item i (Sarwar et al., 2001).
+  public history, sim the cosine of each item i to its listed neighbours j (Sarwar et al., 2001;
+  `neighbors` from `item_neighbors` on the same interactions).
 
   The user vector is u's history row [M] and item j's vector the column sim(., j) [M], so the
   chunked retrieval of every other recall model serves it unchanged (D = M: for catalogues far
   beyond 10^4 items a sparse scorer would be needed).
   """
-  neighbors = item_neighbors(interactions, num_users, num_items, num_neighbors=num_neighbors)
   rows = np.repeat(np.arange(num_items), neighbors.items.shape[1])
   columns = neighbors.items.reshape(-1)
   keep = columns >= 0
