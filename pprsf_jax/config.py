@@ -152,20 +152,38 @@ class DataConfig:
 class RecallConfig:
   """Server-side recall model, trained on public interactions only."""
 
-  model: str = "bpr"  # "bpr" (matrix factorisation), "item_knn" or "popularity"
+  # "popularity", "item_knn" (item-item cosine), "content" (item features), "bpr" (matrix
+  # factorisation), "lightgcn" (graph propagation) or "two_tower" (ids + item features); see
+  # pprsf_jax.recall.RECALL_MODELS
+  model: str = "bpr"
   num_candidates: int = 100  # K: candidates sent to each client
-  embedding_dim: int = 64  # BPR latent dimension
+  embedding_dim: int = 64  # latent dimension of bpr, lightgcn and two_tower
   epochs: int = 120  # BPR passes over the public interactions
   batch_size: int = 1024  # BPR triples per step
   learning_rate: float = 0.003  # Adam step size for BPR
   l2: float = 0.01  # L2 penalty on the embeddings in a triple (tuned on ML-100K validation)
   num_neighbors: int = 50  # item-item neighbours shipped per candidate (client-side history match)
+  content_popularity_weight: float = 1.0  # content: bias of the most popular item (cosines: [0, 1])
+  lightgcn_layers: int = 2  # lightgcn: propagation layers L
+  lightgcn_epochs: int = 30  # lightgcn: passes over the public interactions
+  lightgcn_batch_size: int = 2048  # lightgcn: BPR triples per step (each step propagates the graph)
+  lightgcn_learning_rate: float = 0.01  # lightgcn: Adam step size
+  lightgcn_l2: float = 1e-3  # lightgcn: L2 on a triple's layer-0 embeddings (tuned on ML-100K valid)
+  two_tower_hidden: int = 64  # two_tower: hidden width of the item-feature MLP
+  two_tower_epochs: int = 10  # two_tower: passes over the public interactions
+  two_tower_batch_size: int = 512  # two_tower: positives per step (each the others' negatives)
+  two_tower_learning_rate: float = 0.003  # two_tower: Adam step size
+  two_tower_l2: float = 0.0  # two_tower: L2 penalty on a batch's user and item id embeddings
+  two_tower_temperature: float = 0.2  # two_tower: softmax temperature on cosines (ML-100K tuned)
   user_chunk: int = 1024  # users scored at once during retrieval
   item_chunk: int = 8192  # items scored at once during retrieval (bounds memory at [user_chunk, item_chunk])
+  approximate_top_k: bool = False  # retrieval: jax.lax.approx_max_k in each item chunk (fast on TPU)
+  approx_recall_target: float = 0.95  # approximate retrieval: expected share of the exact top-K kept
 
   def __post_init__(self):
-    _check_choice(self.model, "recall.model", ("bpr", "item_knn", "popularity"),
-                  '"bpr", "item_knn" or "popularity"')
+    _check_choice(self.model, "recall.model",
+                  ("popularity", "item_knn", "content", "bpr", "lightgcn", "two_tower"),
+                  '"popularity", "item_knn", "content", "bpr", "lightgcn" or "two_tower"')
     _check_int(self.num_candidates, "recall.num_candidates", 2)
     _check_int(self.embedding_dim, "recall.embedding_dim", 1)
     _check_int(self.epochs, "recall.epochs", 1)
@@ -173,8 +191,23 @@ class RecallConfig:
     _check_real(self.learning_rate, "recall.learning_rate", 0, low_open=True)
     _check_real(self.l2, "recall.l2", 0)
     _check_int(self.num_neighbors, "recall.num_neighbors", 1)
+    _check_real(self.content_popularity_weight, "recall.content_popularity_weight", 0)
+    _check_int(self.lightgcn_layers, "recall.lightgcn_layers", 1)
+    _check_int(self.lightgcn_epochs, "recall.lightgcn_epochs", 1)
+    _check_int(self.lightgcn_batch_size, "recall.lightgcn_batch_size", 1)
+    _check_real(self.lightgcn_learning_rate, "recall.lightgcn_learning_rate", 0, low_open=True)
+    _check_real(self.lightgcn_l2, "recall.lightgcn_l2", 0)
+    _check_int(self.two_tower_hidden, "recall.two_tower_hidden", 1)
+    _check_int(self.two_tower_epochs, "recall.two_tower_epochs", 1)
+    _check_int(self.two_tower_batch_size, "recall.two_tower_batch_size", 2)
+    _check_real(self.two_tower_learning_rate, "recall.two_tower_learning_rate", 0, low_open=True)
+    _check_real(self.two_tower_l2, "recall.two_tower_l2", 0)
+    _check_real(self.two_tower_temperature, "recall.two_tower_temperature", 0, low_open=True)
     _check_int(self.user_chunk, "recall.user_chunk", 1)
     _check_int(self.item_chunk, "recall.item_chunk", 1)
+    _check(isinstance(self.approximate_top_k, bool), "recall.approximate_top_k", "true or false",
+           self.approximate_top_k)
+    _check_real(self.approx_recall_target, "recall.approx_recall_target", 0, 1, low_open=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -208,7 +241,7 @@ class FederatedConfig:
 
   rounds: int = 300  # server rounds
   clients_per_round: int = 100  # cohort size C (capped at the number of clients)
-  sampling: str = "fixed"  # cohorts: "fixed" (C clients without replacement) or "poisson" (each client with probability C/N)
+  sampling: str = "fixed"  # cohorts: "fixed" (C clients without replacement), "poisson" (each client with probability C/N) or "sweep" (every client once per ceil(N/C) rounds)
   aggregator: str = "fedavg"  # aggregation rule by registry name (see pprsf_jax.aggregation.REDUCERS)
   weighting: str = "examples"  # client weights: "examples" (by example count) or "uniform"
   server_optimizer: str = "sgd"  # optax optimizer on the pseudo-gradient: sgd, momentum, adam, yogi, adagrad
@@ -236,7 +269,8 @@ class FederatedConfig:
   def __post_init__(self):
     _check_int(self.rounds, "federated.rounds", 1)
     _check_int(self.clients_per_round, "federated.clients_per_round", 1)
-    _check_choice(self.sampling, "federated.sampling", ("fixed", "poisson"), '"fixed" or "poisson"')
+    _check_choice(self.sampling, "federated.sampling", ("fixed", "poisson", "sweep"),
+                  '"fixed", "poisson" or "sweep"')
     # Imported here: the registry imports this module, and names are checked when a config is made.
     from pprsf_jax.aggregation import registry  # pylint: disable=import-outside-toplevel
     for field, table in (("aggregator", registry.REDUCERS),
@@ -330,11 +364,30 @@ class BaselineConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RerankConfig:
-  """Server-side re-rank of each user's Top-T into the final list."""
+  """Server-side re-rank of each user's Top-T into the final list.
+
+  Put score-based strategies (cold_start, freshness, popularity) before order-based ones (mmr,
+  fairness, new_items), which rank by position (`pprsf_jax.rerank.base`); `rules` binds the
+  final list wherever it sits (`pprsf_jax.rerank.rules`).
+  """
 
   strategies: tuple[str, ...] = ("cold_start", "mmr")  # applied in order, by registry name
   mmr_lambda: float = 0.9  # MMR relevance weight (1 = relevance only, 0 = diversity only)
   cold_start_popularity_weight: float = 0.5  # for users with no public history: blend toward popularity
+  # freshness: score = z(relevance) + w * standardised release year (w < 0 favours older items)
+  freshness_weight: float = 0.3
+  # popularity: score = z(relevance) + w * z(log(1 + public count)); w > 0 boosts popular
+  # items, w < 0 debiases toward the long tail
+  popularity_weight: float = -0.3
+  # fairness: the most popular items making up this share of the catalogue are the head group
+  fairness_head_share: float = 0.2
+  fairness_min_tail_share: float = 0.3  # fairness: tail share required in the leading positions
+  fairness_list_length: int = 10  # fairness: leading positions the tail quota covers
+  # rules: items carrying any of these genres (names from data.movielens.GENRES) are removed
+  rules_exclude_genres: tuple[str, ...] = ()
+  rules_max_per_genre: int = 0  # rules: at most this many items per primary genre (0 = no cap)
+  new_item_slots: int = 1  # new_items: slots per list for items with no public interactions
+  new_item_position: int = 5  # new_items: 0-based position of the first (the end if shorter)
 
   def __post_init__(self):
     _check(
@@ -351,6 +404,30 @@ class RerankConfig:
            self.strategies)
     _check_real(self.mmr_lambda, "rerank.mmr_lambda", 0, 1)
     _check_real(self.cold_start_popularity_weight, "rerank.cold_start_popularity_weight", 0, 1)
+    for field in ("freshness_weight", "popularity_weight"):  # signed: the sign is the direction
+      _check(_is_finite_real(getattr(self, field)), f"rerank.{field}", "a finite number",
+             getattr(self, field))
+    _check_real(self.fairness_head_share, "rerank.fairness_head_share", 0, 1,
+                low_open=True, high_open=True)
+    _check_real(self.fairness_min_tail_share, "rerank.fairness_min_tail_share", 0, 1)
+    _check_int(self.fairness_list_length, "rerank.fairness_list_length", 1)
+    from pprsf_jax.data.movielens import GENRES  # pylint: disable=import-outside-toplevel
+    genres = self.rules_exclude_genres
+    _check(isinstance(genres, tuple) and all(isinstance(g, str) for g in genres),
+           "rerank.rules_exclude_genres", "a tuple of genre names (strings)", genres)
+    unknown = [genre for genre in genres if genre not in GENRES]
+    _check(not unknown, "rerank.rules_exclude_genres",
+           f"names from {list(GENRES)} (unknown: {_describe(unknown)})", genres)
+    _check_int(self.rules_max_per_genre, "rerank.rules_max_per_genre", 0)
+    _check_int(self.new_item_slots, "rerank.new_item_slots", 0)
+    _check_int(self.new_item_position, "rerank.new_item_position", 0)
+
+  @property
+  def rules_exclude_columns(self) -> tuple[int, ...]:
+    """The catalogue's genre columns of `rules_exclude_genres` (the re-rank layer, server
+    code, may not import the data package that names them)."""
+    from pprsf_jax.data.movielens import GENRES  # pylint: disable=import-outside-toplevel
+    return tuple(GENRES.index(genre) for genre in self.rules_exclude_genres)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -371,6 +448,26 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class OnlineConfig:
+  """The multi-day service loop (`pprsf online`): interactions replayed in time order.
+
+  The first `history_share` of all interactions (by timestamp) is the log before day 1; the rest
+  is cut into `days` periods of equal interaction count. This timeline replaces data.split:
+  each day is served with what was logged before it, then its interactions are the users'
+  responses.
+  """
+
+  days: int = 7  # serving days after the initial log
+  history_share: float = 0.5  # share of interactions, in time order, logged before day 1
+  rounds_per_day: int = 30  # federated rounds each day, continuing from the previous day's Theta
+
+  def __post_init__(self):
+    _check_int(self.days, "online.days", 1, 365)
+    _check_real(self.history_share, "online.history_share", 0, 1, low_open=True, high_open=True)
+    _check_int(self.rounds_per_day, "online.rounds_per_day", 1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RunConfig:
   """One end-to-end PPRSF run."""
 
@@ -386,6 +483,7 @@ class RunConfig:
   baselines: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
   rerank: RerankConfig = dataclasses.field(default_factory=RerankConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+  online: OnlineConfig = dataclasses.field(default_factory=OnlineConfig)
 
   def __post_init__(self):
     _check_text(self.name, "name", "a non-empty string")
@@ -396,7 +494,7 @@ class RunConfig:
                            ("ranking", RankingConfig), ("federated", FederatedConfig),
                            ("privacy", PrivacyConfig),
                            ("baselines", BaselineConfig), ("rerank", RerankConfig),
-                           ("eval", EvalConfig)):
+                           ("eval", EvalConfig), ("online", OnlineConfig)):
       _check_section(getattr(self, field), field, section)
     _check(
         self.ranking.top_t < self.recall.num_candidates,
@@ -442,6 +540,9 @@ class RunConfig:
            privacy.clipping)
     if privacy.mechanism == "none":
       return
+    _check(fed.sampling != "sweep", "federated.sampling",
+           '"fixed" or "poisson" under privacy.mechanism != none (the accountant has no bound for '
+           "sweeping cohorts)", fed.sampling)
     _check(fed.local_algorithm != "scaffold", "federated.local_algorithm",
            "sgd or fedprox under privacy.mechanism != none (SCAFFOLD's control-variate uploads "
            "would leave the device without noise)", fed.local_algorithm)

@@ -34,16 +34,18 @@ from pprsf_jax.privacy.central_dp import current_clip_norm
 from pprsf_jax.privacy.curious_server import audit, observe_uploads
 from pprsf_jax.privacy.decoys import drop_decoys, pad_request
 from pprsf_jax.privacy.secure_round import config_for_cohort
-from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP, cohort_slice,
+from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP,
                                gather_client_states, init_params, make_item_table, make_round,
                                num_features, rank_candidates, scatter_client_states,
                                train_central, train_local_only)
 from pprsf_jax.ranking.examples import build_examples, stack_lists
+from pprsf_jax.ranking import sharding
+from pprsf_jax.ranking.streaming import CohortSource, StackedCohorts, prefetched
 from pprsf_jax.ranking.attacks import Attack, choose_attackers, poison_examples
 from pprsf_jax.ranking.faults import FaultModel
 from pprsf_jax.ranking.sampling import cohort_schedule
 from pprsf_jax.ranking.features import standardised_log_counts
-from pprsf_jax.recall import item_counts, retrieve, train_bpr, train_popularity
+from pprsf_jax.recall import RECALL_MODELS, item_counts, retrieve, train_popularity
 from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors, train_item_knn
 from pprsf_jax.recall.model import RecallParams
 from pprsf_jax.recall.retrieve import padded_item_lists, rank_given
@@ -92,12 +94,7 @@ def fit_recall(interactions: Interactions, public: PublicData, config: RecallCon
   """Server side: one recall model (and neighbour lists) from public interactions only."""
   n, m = public.num_users, public.num_items
   neighbors = item_neighbors(interactions, n, m, num_neighbors=config.num_neighbors)
-  if config.model == "popularity":
-    params = train_popularity(interactions, n, m)
-  elif config.model == "item_knn":
-    params = train_item_knn(interactions, neighbors, n, m)
-  else:
-    params, _ = train_bpr(interactions, n, m, config, key=key)
+  params = RECALL_MODELS[config.model](interactions, public, config, key=key, neighbors=neighbors)
   return Recall(params, neighbors, item_counts(interactions, m), interactions)
 
 
@@ -119,7 +116,8 @@ def train_recall(public: PublicData, config: RecallConfig, seed: int) -> RecallM
 
 def candidates_for(params: RecallParams, k: int, exclude: Interactions,
                    config: RecallConfig) -> Candidates:
-  return retrieve(params, k, exclude, user_chunk=config.user_chunk, item_chunk=config.item_chunk)
+  return retrieve(params, k, exclude, user_chunk=config.user_chunk, item_chunk=config.item_chunk,
+                  approximate=config.approximate_top_k, recall_target=config.approx_recall_target)
 
 
 def rerank_context(public: PublicData, known_public: Interactions) -> RerankContext:
@@ -129,7 +127,9 @@ def rerank_context(public: PublicData, known_public: Interactions) -> RerankCont
       genres=jnp.asarray(public.catalogue.genres),
       popularity=jnp.asarray(item_counts(known_public, m)),
       known=jnp.asarray(padded_item_lists(known_public, n)),
-      cold=jnp.asarray(np.bincount(known_public.user, minlength=n) == 0))
+      cold=jnp.asarray(np.bincount(known_public.user, minlength=n) == 0),
+      year=jnp.asarray(public.catalogue.year),
+      year_known=jnp.asarray(public.catalogue.year_known))
 
 
 # ------------------------------------------------------------------------------------ client side
@@ -169,8 +169,8 @@ def local_training(config: RunConfig) -> LocalTraining:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "top_t", "per_client_params"))
-def _rank_all(params, examples: ClientExamples, item_table: ItemTable, *, model: RankingMLP,
-              top_t: int, per_client_params: bool) -> TopTRequest:
+def rank_all(params, examples: ClientExamples, item_table: ItemTable, *, model: RankingMLP,
+             top_t: int, per_client_params: bool) -> TopTRequest:
   """Every client ranks its own candidates on its device (vmapped in simulation)."""
   rank = lambda p, ex: rank_candidates(p, ex, item_table, model=model, top_t=top_t)
   items, scores = jax.vmap(rank, in_axes=(0 if per_client_params else None, 0))(params, examples)
@@ -229,7 +229,8 @@ def _attack_setup(config: RunConfig, public: PublicData) -> tuple[Attack, np.nda
   return attack, attackers, int(by_popularity[min(99, public.num_items - 1)])
 
 
-def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, config: RunConfig,
+def train_federated(theta0, examples: ClientExamples | CohortSource, item_table: ItemTable,
+                    config: RunConfig,
                     local: LocalTraining, *, progress: bool,
                     attackers: np.ndarray | None = None,
                     checkpoints: pathlib.Path | None = None,
@@ -237,18 +238,29 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
                     evaluate: Callable[[Any], float] | None = None) -> FederatedTraining:
   """Rounds of: sample a cohort, gather its padded batch on the host, run the jitted round.
 
+  `examples` are every client's precomputed examples [N, ...], or a `CohortSource` that builds
+  each cohort's when it is drawn (`pprsf_jax.ranking.streaming`); either way the next cohort is
+  prepared on a host thread while the device trains the current one.
+
   With `checkpoints`, the whole training state is saved there every `config.checkpoint_every`
   rounds (and after the last), and training resumes from the newest good checkpoint found:
   a resumed run ends bit for bit where an uninterrupted one would. `evaluate(Theta)` is
   recorded after every `config.eval.every_rounds`-th round and the last (`curve`).
+
+  With several devices (or processes under `jax.distributed`), each cohort's clients are
+  sharded over all of them (`pprsf_jax.ranking.sharding`); Θ then matches a single device's
+  within float tolerance (sums over clients run in another order).
   """
   fed = config.federated
-  num_clients = examples.mask.shape[0]
+  source = StackedCohorts(examples) if isinstance(examples, ClientExamples) else examples
+  num_clients = source.num_clients
   # Cohorts depend on (seed, round) only: a resumed run samples the same clients, and the DP
   # plan may count participations before any training.
   schedule = cohort_schedule(num_clients, fed.clients_per_round, fed.rounds, config.seed,
                              fed.sampling)
-  capacity = max(1, max(len(ids) for ids in schedule))  # the padded cohort every round compiles to
+  mesh = sharding.client_mesh()
+  # The padded cohort every round compiles to: a whole number of clients per device.
+  capacity = sharding.padded_capacity(max(1, max(len(ids) for ids in schedule)), mesh)
   plan = plan_privacy(config.privacy, fed, num_clients, schedule)
   if plan is not None:
     log(f"privacy: {plan.mechanism} DP, noise multiplier {plan.noise_multiplier:.4g}, "
@@ -266,7 +278,7 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
                         secure=secure)
   attackers = np.zeros(num_clients, bool) if attackers is None else attackers
   seed_key = stream_key(config.seed, "clients")
-  item_table = jax.device_put(item_table)
+  item_table = sharding.replicate(jax.device_put(item_table), mesh)
   # Everything a resumed run needs, in fixed shapes (a checkpoint must fit its template).
   state = {
       "server": init_server_state(algorithm, theta0),
@@ -287,17 +299,20 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
       done, state = restored
       first_round = done + 1
       log(f"resumed after round {done + 1} of {fed.rounds} from {checkpoints}")
-  server, clients = state["server"], state["clients"]
-  for round_index in tqdm(range(first_round, fed.rounds), desc="federated rounds",
-                          initial=first_round, total=fed.rounds, disable=not progress):
-    ids = schedule[round_index]
+  server, clients = sharding.replicate(state["server"], mesh), state["clients"]
+  cohorts = prefetched(source, schedule, capacity, range(first_round, fed.rounds))
+  for round_index, ids, (cohort, client_ids, client_mask) in tqdm(
+      cohorts, desc="federated rounds", initial=first_round, total=fed.rounds,
+      disable=not progress):
     if plan is not None and plan.mechanism == "central":
       state["clip_norm"][round_index] = float(current_clip_norm(server.aggregator))
-    cohort, client_ids, client_mask = cohort_slice(examples, ids, capacity)
-    server, rows, metrics = round_fn(server, gather_client_states(clients, client_ids), cohort,
-                                     client_ids, client_mask, item_table, seed_key, round_index,
-                                     attackers[client_ids] & (client_mask > 0))
-    scatter_client_states(clients, ids, rows)
+    per_client = sharding.shard_clients(
+        (gather_client_states(clients, client_ids), cohort, client_ids, client_mask,
+         attackers[client_ids] & (client_mask > 0)), mesh)
+    server, rows, metrics = round_fn(server, *per_client[:4], item_table, seed_key, round_index,
+                                     per_client[4])
+    scatter_client_states(clients, ids, sharding.to_host(rows))
+    metrics = sharding.to_host(metrics)
     state["loss"][round_index] = float(metrics.loss)
     state["rejected"][round_index] = int(metrics.rejected)
     state["dropped"][round_index] = int(metrics.dropped)
@@ -307,11 +322,14 @@ def train_federated(theta0, examples: ClientExamples, item_table: ItemTable, con
     last = round_index == fed.rounds - 1
     every = config.eval.every_rounds
     if evaluate is not None and every and ((round_index + 1) % every == 0 or last):
-      state["curve"][round_index] = evaluate(server.params)
+      state["curve"][round_index] = evaluate(sharding.to_host(server.params))
     if checkpoints is not None and config.checkpoint_every and (
         (round_index + 1) % config.checkpoint_every == 0 or last):
-      state["server"], state["clients"] = server, clients
-      checkpoint.save(checkpoints, round_index, state)
+      state["server"], state["clients"] = sharding.to_host(server), clients
+      if jax.process_index() == 0:  # one writer; every process restores the same file
+        checkpoint.save(checkpoints, round_index, state)
+  if mesh is not None:  # hand back host arrays, whole on every process
+    server = sharding.to_host(server)
   return FederatedTraining(
       params=server.params, losses=[float(loss) for loss in state["loss"]],
       rejected=int(state["rejected"].sum()), dropped=int(state["dropped"].sum()),
@@ -355,8 +373,8 @@ def _validation_curve(config: RunConfig, recall: RecallModels, public: PublicDat
   k, m = config.eval.top_k, public.num_items
 
   def evaluate(params) -> float:
-    request = _rank_all(params, examples, item_table, model=model, top_t=config.ranking.top_t,
-                        per_client_params=False)
+    request = rank_all(params, examples, item_table, model=model, top_t=config.ranking.top_t,
+                       per_client_params=False)
     return evaluate_lists(np.asarray(request.items[:, :k]), valid.interactions, m)[f"ndcg@{k}"]
 
   return evaluate
@@ -472,14 +490,14 @@ def run(config: RunConfig, *, progress: bool = True,
         candidates=(rank_given(serving.params, sampled_items[period],
                                user_chunk=config.recall.user_chunk) if sampled else None))
     ranked = {
-        "p_fl": _rank_all(federated.params, examples, item_table, model=model, top_t=top_t,
+        "p_fl": rank_all(federated.params, examples, item_table, model=model, top_t=top_t,
+                         per_client_params=False),
+        "p_sum": rank_all(central, examples, item_table, model=model, top_t=top_t,
                           per_client_params=False),
-        "p_sum": _rank_all(central, examples, item_table, model=model, top_t=top_t,
-                           per_client_params=False),
-        "p_i": _rank_all(local_only, examples, item_table, model=model, top_t=top_t,
-                         per_client_params=True),
-        "p_fl_ft": _rank_all(personalised, examples, item_table, model=model, top_t=top_t,
-                             per_client_params=True),
+        "p_i": rank_all(local_only, examples, item_table, model=model, top_t=top_t,
+                        per_client_params=True),
+        "p_fl_ft": rank_all(personalised, examples, item_table, model=model, top_t=top_t,
+                            per_client_params=True),
     }
     context = rerank_context(public, known_public)
     request = ranked["p_fl"]

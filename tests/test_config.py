@@ -19,8 +19,10 @@ from hypothesis import given, settings
 
 from pprsf_jax import config as config_lib
 from pprsf_jax.config import (BaselineConfig, ConfigError, DataConfig, EvalConfig,
-                              FederatedConfig, PrivacyConfig, RankingConfig, RecallConfig,
-                              RerankConfig, RunConfig, SyntheticConfig, apply_overrides, to_dict)
+                              FederatedConfig, OnlineConfig, PrivacyConfig, RankingConfig,
+                              RecallConfig, RerankConfig, RunConfig, SyntheticConfig,
+                              apply_overrides, to_dict)
+from pprsf_jax.data.movielens import GENRES
 from pprsf_jax.rerank import STRATEGIES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,6 +39,7 @@ SECTIONS: dict[str, type] = {
     "baselines": BaselineConfig,
     "rerank": RerankConfig,
     "eval": EvalConfig,
+    "online": OnlineConfig,
 }
 
 
@@ -81,6 +84,7 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "baselines": [EvalConfig()],
     "rerank": [BaselineConfig()],
     "eval": [RerankConfig()],
+    "online": [EvalConfig()],
     "data.source": ["", "ml-100k\x00"],
     "data.private_share": [-0.01, 1.0, 1],
     "data.valid_share": [0.0, 0.5, -0.1],
@@ -103,6 +107,20 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "recall.num_neighbors": [0],
     "recall.user_chunk": [0],
     "recall.item_chunk": [0, -8192],
+    "recall.content_popularity_weight": [-0.1],
+    "recall.lightgcn_layers": [0, -1],
+    "recall.lightgcn_epochs": [0],
+    "recall.lightgcn_batch_size": [0],
+    "recall.lightgcn_learning_rate": [0.0, -0.01],
+    "recall.lightgcn_l2": [-1e-9],
+    "recall.two_tower_hidden": [0],
+    "recall.two_tower_epochs": [0],
+    "recall.two_tower_batch_size": [1, 0],
+    "recall.two_tower_learning_rate": [0.0],
+    "recall.two_tower_l2": [-1e-9],
+    "recall.two_tower_temperature": [0.0, -0.1],
+    "recall.approximate_top_k": ["yes", 1],
+    "recall.approx_recall_target": [0.0, 1.01, -0.5],
     "ranking.hidden_sizes": [(), (0,), (64, -1), [64, 32], (64.0,), (True,), ("64",), (None,)],
     "ranking.local_epochs": [0],
     "ranking.batch_size": [0],
@@ -133,7 +151,7 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "federated.attack_scale": [0.0],
     "federated.attack_noise_std": [-1.0],
     "federated.attack_target": [-2],
-    "federated.sampling": ["random", "Poisson"],
+    "federated.sampling": ["random", "Poisson", "sweeping"],
     "privacy.mechanism": ["dp", "Central"],
     "privacy.clip_norm": [0.0, -1.0],
     "privacy.noise_multiplier": [-0.5],
@@ -154,9 +172,22 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "rerank.strategies": [("shuffle",), ("mmr", "shuffle"), ["mmr"], ("mmr", 3), "mmr"],
     "rerank.mmr_lambda": [-0.1, 1.1],
     "rerank.cold_start_popularity_weight": [-0.1, 1.5],
+    "rerank.freshness_weight": [10**400, "-0.3"],
+    "rerank.popularity_weight": [-(10**400), "0.3"],
+    "rerank.fairness_head_share": [0.0, 1.0, -0.2],
+    "rerank.fairness_min_tail_share": [-0.1, 1.01],
+    "rerank.fairness_list_length": [0, -1],
+    "rerank.rules_exclude_genres": [("Sitcom",), ("Drama", "horror"), ["Drama"], "Drama",
+                                    ("Drama", 3)],
+    "rerank.rules_max_per_genre": [-1],
+    "rerank.new_item_slots": [-1],
+    "rerank.new_item_position": [-1],
     "eval.top_k": [0],
     "eval.sampled_negatives": [-1, 1.5],
     "eval.every_rounds": [-1, 2.5],
+    "online.days": [0, 366],
+    "online.history_share": [0.0, 1.0, -0.5],
+    "online.rounds_per_day": [0],
 }
 
 INF, NAN = float("inf"), float("nan")
@@ -242,6 +273,7 @@ def test_invalid_value_is_rejected_naming_the_field(path, value):
     (["privacy.clipping=adaptive", "privacy.noise_multiplier=12", "privacy.clip_count_stddev=5"],
      "privacy.clip_count_stddev"),
     (["privacy.mechanism=local", "privacy.clipping=adaptive"], "privacy.clipping"),
+    (["privacy.mechanism=local", "federated.sampling=sweep"], "federated.sampling"),
     (["privacy.secure_aggregation=true", "federated.aggregator=krum"], "federated.aggregator"),
     (["privacy.secure_aggregation=true", "federated.compression=top_k"], "federated.compression"),
     (["privacy.secure_aggregation=true", "federated.max_update_norm=1"],
@@ -269,7 +301,8 @@ def test_numbers_must_be_json_able_python_numbers():
 
 # ---------------------------------------------------------- (c) random values to constructors
 _NAMES = sorted({"bpr", "popularity", "examples", "uniform", "sgd", "adam", "fedavg", "krum",
-                 "none", "top_k", "quantize", "fedprox", "synthetic", "ml-100k", *STRATEGIES})
+                 "none", "top_k", "quantize", "fedprox", "synthetic", "ml-100k", *STRATEGIES,
+                 "Drama", "Sci-Fi"})
 _VALUES = st.one_of(
     st.none(),
     st.booleans(),
@@ -304,6 +337,8 @@ def _assert_well_typed(field: Field, value: Any) -> None:
   elif field.path == "ranking.hidden_sizes":
     assert isinstance(value, tuple) and value
     assert all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value)
+  elif field.path == "rerank.rules_exclude_genres":
+    assert isinstance(value, tuple) and all(name in GENRES for name in value)
   else:
     assert field.path == "rerank.strategies"
     assert isinstance(value, tuple) and all(name in STRATEGIES for name in value)

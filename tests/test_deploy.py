@@ -79,8 +79,8 @@ def test_on_device_ranking_matches_the_simulators(deploy_config, deploy_setup, d
       deploy_setup.recall.serving, data.private.history, Interactions.empty(),
       public=data.public, private=data.private, config=deploy_config.recall)
   top_t = deploy_config.ranking.top_t
-  want = pipeline._rank_all(reference.params, examples, deploy_setup.item_table,
-                            model=deploy_setup.local.model, top_t=top_t, per_client_params=False)
+  want = pipeline.rank_all(reference.params, examples, deploy_setup.item_table,
+                           model=deploy_setup.local.model, top_t=top_t, per_client_params=False)
   candidates = coordinator.serving_candidates(deploy_setup)
   for user, (own, catalogue) in enumerate(deploy_devices):
     got = device.rank(coordinator.serving_list(deploy_setup, candidates, user), own,

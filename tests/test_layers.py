@@ -328,7 +328,8 @@ def _context(genres=None, known=((-1,),), cold=(False,)) -> RerankContext:
     genres = np.random.default_rng(7).integers(0, 2, (NUM_RERANK_ITEMS, 4)).astype(np.float32)
   return RerankContext(genres=jnp.asarray(genres), popularity=jnp.asarray(POPULARITY),
                        known=jnp.asarray(np.array(known, np.int32)),
-                       cold=jnp.asarray(np.array(cold, bool)))
+                       cold=jnp.asarray(np.array(cold, bool)),
+                       year=jnp.zeros(NUM_RERANK_ITEMS), year_known=jnp.zeros(NUM_RERANK_ITEMS))
 
 
 def _request(items, scores) -> TopTRequest:

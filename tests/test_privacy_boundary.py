@@ -211,10 +211,10 @@ def test_strategy_and_aggregator_closures_exclude_private_data():
   """The callables the factories return are server code as well."""
   from pprsf_jax.aggregation import make_aggregator  # pylint: disable=import-outside-toplevel
   from pprsf_jax.config import FederatedConfig  # pylint: disable=import-outside-toplevel
-  from pprsf_jax.rerank import cold_start, mmr  # pylint: disable=import-outside-toplevel
+  from pprsf_jax.rerank import STRATEGIES  # pylint: disable=import-outside-toplevel
 
-  closures = [mmr(0.5), cold_start(0.5), make_aggregator(FederatedConfig()).aggregate,
-              make_aggregator(FederatedConfig()).init]
+  closures = [build(RerankConfig()) for build in STRATEGIES.values()] + [
+      make_aggregator(FederatedConfig()).aggregate, make_aggregator(FederatedConfig()).init]
   for closure in closures:
     assert _private_parameters(closure) == []
 
@@ -259,9 +259,13 @@ def _server_view(data: FederatedDataset, config: RecallConfig,
       genres=jnp.asarray(public.catalogue.genres),
       popularity=jnp.asarray(item_counts(public.history, public.num_items)),
       known=jnp.asarray(padded_item_lists(public.history, public.num_users)),
-      cold=jnp.asarray(np.bincount(public.history.user, minlength=public.num_users) == 0))
+      cold=jnp.asarray(np.bincount(public.history.user, minlength=public.num_users) == 0),
+      year=jnp.asarray(public.catalogue.year), year_known=jnp.asarray(public.catalogue.year_known))
   request = _fixed_request(public.num_users, public.num_items, top_t=10)
-  reranked = make_reranker(RerankConfig())(request, context)
+  # Every strategy, so none of them can read what the clients keep.
+  reranked = make_reranker(RerankConfig(
+      strategies=("cold_start", "freshness", "popularity", "mmr", "fairness", "new_items",
+                  "rules"), rules_max_per_genre=3))(request, context)
   view = ServerView(recall, tuple(training_candidates), serving_candidates, reranked)
   return jax.device_get(view), examples
 

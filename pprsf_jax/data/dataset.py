@@ -87,19 +87,26 @@ def encode_user_features(tables: MovieLensTables) -> np.ndarray:
   Returns:
     [N, 1 + 7 + 2 + |occupations| + 11] float32.
   """
-  age = tables.age.astype(np.float32)
-  age_scaled = ((age - 35.0) / 15.0)[:, None]
-  age_bucket = np.eye(len(AGE_BUCKET_EDGES) + 1, dtype=np.float32)[
-      np.searchsorted(AGE_BUCKET_EDGES, tables.age, side="right")
-  ]
-  gender = np.eye(2, dtype=np.float32)[tables.gender.astype(np.int64)]
-  occupation = np.eye(len(tables.occupation_vocab), dtype=np.float32)[tables.occupation]
   # US zip codes start with a region digit; anything else (e.g. Canadian codes) is region 10.
   region = np.array(
       [int(z[0]) if z[:1].isdigit() else 10 for z in tables.zip_code], dtype=np.int64
   )
-  zip_region = np.eye(11, dtype=np.float32)[region]
-  return np.concatenate([age_scaled, age_bucket, gender, occupation, zip_region], axis=1)
+  return encode_attributes(tables.age, tables.gender, tables.occupation,
+                           len(tables.occupation_vocab), region)
+
+
+def encode_attributes(age: np.ndarray, gender: np.ndarray, occupation: np.ndarray,
+                      num_occupations: int, zip_region: np.ndarray) -> np.ndarray:
+  """The feature layout of `encode_user_features` from attribute arrays ([N] each; zip region
+  in [0, 10], 10 = not a US code)."""
+  age_scaled = ((age.astype(np.float32) - 35.0) / 15.0)[:, None]
+  age_bucket = np.eye(len(AGE_BUCKET_EDGES) + 1, dtype=np.float32)[
+      np.searchsorted(AGE_BUCKET_EDGES, age, side="right")
+  ]
+  return np.concatenate([age_scaled, age_bucket,
+                         np.eye(2, dtype=np.float32)[gender.astype(np.int64)],
+                         np.eye(num_occupations, dtype=np.float32)[occupation],
+                         np.eye(11, dtype=np.float32)[zip_region]], axis=1)
 
 
 def encode_catalogue(tables: MovieLensTables) -> ItemCatalogue:

@@ -16,6 +16,7 @@ from pprsf_jax.data.dataset import AGE_BUCKET_EDGES
 from pprsf_jax.data.movielens import GENRES, MovieLensTables
 
 OCCUPATIONS = ("artist", "engineer", "student", "teacher", "writer")
+FIRST_TIME, TIME_WINDOW = 880_000_000, 10**7  # Unix seconds: about 16 weeks from November 1997
 
 
 def generate_synthetic(config: SyntheticConfig, seed: int) -> MovieLensTables:
@@ -55,13 +56,23 @@ def generate_synthetic(config: SyntheticConfig, seed: int) -> MovieLensTables:
   # Ratings 1-5 by quantile of the user-item affinity.
   ratings = 1 + np.searchsorted(np.quantile(chosen_logit, [0.2, 0.4, 0.6, 0.8]), chosen_logit)
 
+  # Arrivals over time: half the users join and a fifth of the items are released during the
+  # window; a user's interactions with an item fall after both. A generator of its own keeps
+  # every other array as it was.
+  arrival_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA441]))
+  user_arrival = np.where(arrival_rng.random(n) < 0.5, 0.0, arrival_rng.uniform(0, 0.8, n))
+  item_release = np.where(arrival_rng.random(m) < 0.8, 0.0, arrival_rng.uniform(0, 0.8, m))
+  start = np.maximum(user_arrival[rows], item_release[cols])
+  offset = rng.integers(0, TIME_WINDOW, rows.size) / TIME_WINDOW  # where in what is left
+  timestamps = FIRST_TIME + ((start + (1.0 - start) * offset) * TIME_WINDOW).astype(np.int64)
+
   return MovieLensTables(
       name="synthetic",
       source_format="synthetic",
       user_ids=rows.astype(np.int32),
       item_ids=cols.astype(np.int32),
       ratings=ratings.astype(np.float32),
-      timestamps=(880_000_000 + rng.integers(0, 10**7, rows.size)).astype(np.int64),
+      timestamps=timestamps,
       user_raw_ids=tuple(str(u + 1) for u in range(n)),
       item_raw_ids=tuple(str(i + 1) for i in range(m)),
       age=age,

@@ -1,4 +1,5 @@
-"""Which clients take part in which round: fixed-size or Poisson cohorts, from the seed alone.
+"""Which clients take part in which round: fixed-size, Poisson or sweeping cohorts, from the seed
+alone.
 
 The whole schedule is a function of (seed, round), never of data, so a resumed run samples the
 same clients, a privacy accountant may count participations before training, and a Poisson run
@@ -19,12 +20,16 @@ def cohort_schedule(num_clients: int, cohort_size: int, rounds: int, seed: int,
     cohort_size: C, or the expected cohort size for Poisson sampling (capped at N).
     rounds: Number of rounds.
     seed: The run's seed.
-    sampling: "fixed" (C distinct clients uniformly) or "poisson" (each client independently
-      with probability C / N, so cohorts vary in size and may be empty).
+    sampling: "fixed" (C distinct clients uniformly), "poisson" (each client independently
+      with probability C / N, so cohorts vary in size and may be empty) or "sweep" (every
+      ceil(N / C) rounds a fresh random order of all clients, cut into consecutive cohorts: each
+      sweep covers every client exactly once).
   """
-  if sampling not in ("fixed", "poisson"):
-    raise ValueError(f"sampling {sampling!r} is not 'fixed' or 'poisson'")
+  if sampling not in ("fixed", "poisson", "sweep"):
+    raise ValueError(f"sampling {sampling!r} is not 'fixed', 'poisson' or 'sweep'")
   cohort_size = min(cohort_size, num_clients)
+  if sampling == "sweep":
+    return _sweeps(num_clients, cohort_size, rounds, seed)
   schedule = []
   for round_index in range(rounds):
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC0407, round_index]))
@@ -34,6 +39,17 @@ def cohort_schedule(num_clients: int, cohort_size: int, rounds: int, seed: int,
       ids = np.flatnonzero(rng.random(num_clients) < cohort_size / num_clients)
     schedule.append(ids.astype(np.int32))
   return schedule
+
+
+def _sweeps(num_clients: int, cohort_size: int, rounds: int, seed: int) -> list[np.ndarray]:
+  per_sweep = -(-num_clients // cohort_size)
+  schedule = []
+  for sweep in range(-(-rounds // per_sweep)):
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EEE9, sweep]))
+    order = rng.permutation(num_clients).astype(np.int32)
+    schedule += [np.sort(order[start:start + cohort_size])
+                 for start in range(0, num_clients, cohort_size)]
+  return schedule[:rounds]
 
 
 def participations(schedule: list[np.ndarray], num_clients: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import optax
 
 from pprsf_jax.config import RecallConfig
 from pprsf_jax.recall.model import RecallParams
+from pprsf_jax.recall.sampling import positive_keys, shuffled_triples
 from pprsf_jax.types import Interactions
 
 
@@ -28,33 +29,8 @@ def _train_epoch(params, opt_state, users, items, positive_keys, *, key, num_ite
                  learning_rate):
   """One pass over the interactions in shuffled mini-batches, a uniform negative per positive."""
   optimizer = optax.adam(learning_rate)
-  count = users.shape[0]
-  num_batches = -(-count // batch_size)
-  padded = num_batches * batch_size
-  order_key, negative_key, retry_key = jax.random.split(key, 3)
-  order = jax.random.permutation(order_key, count)
-  order = jnp.concatenate([order, jnp.zeros(padded - count, order.dtype)])
-  mask = (jnp.arange(padded) < count).astype(jnp.float32)
-
-  def sample_negatives(k, u):
-    return jax.random.randint(k, u.shape, 0, num_items, dtype=jnp.int32)
-
-  def is_positive(u, j):
-    query = u * num_items + j
-    found = jnp.clip(jnp.searchsorted(positive_keys, query), 0, positive_keys.shape[0] - 1)
-    return positive_keys[found] == query
-
-  batch_users = users[order]
-  negatives = sample_negatives(negative_key, batch_users)
-  # One redraw for negatives that hit a positive: cheap, and removes most false negatives.
-  negatives = jnp.where(is_positive(batch_users, negatives),
-                        sample_negatives(retry_key, batch_users), negatives)
-  batches = (
-      batch_users.reshape(num_batches, batch_size),
-      items[order].reshape(num_batches, batch_size),
-      negatives.reshape(num_batches, batch_size),
-      mask.reshape(num_batches, batch_size),
-  )
+  batches = shuffled_triples(users, items, positive_keys, key=key, num_items=num_items,
+                             batch_size=batch_size)
 
   def step(carry, batch):
     params, opt_state = carry
@@ -76,13 +52,7 @@ def train_bpr(interactions: Interactions, num_users: int, num_items: int, config
   Returns:
     The parameters and the mean loss of each epoch.
   """
-  if interactions.size == 0:
-    raise ValueError("BPR needs at least one public interaction to train on")
-  # Negative rejection keys are int32 on device: user * M + item must fit.
-  if num_users * num_items >= 2**31:
-    raise ValueError(
-        f"BPR: num_users * num_items = {num_users * num_items} exceeds int32 keys (2**31)"
-    )
+  keys = positive_keys(interactions, num_users, num_items, model="BPR")
   init_key, train_key = jax.random.split(key)
   user_key, item_key = jax.random.split(init_key)
   dim = config.embedding_dim
@@ -94,11 +64,10 @@ def train_bpr(interactions: Interactions, num_users: int, num_items: int, config
   opt_state = optax.adam(config.learning_rate).init(params)
   users = jnp.asarray(interactions.user, jnp.int32)
   items = jnp.asarray(interactions.item, jnp.int32)
-  positive_keys = jnp.asarray(interactions.keys(num_items).astype(np.int32))
   losses = []
   for epoch in range(config.epochs):
     params, opt_state, loss = _train_epoch(
-        params, opt_state, users, items, positive_keys,
+        params, opt_state, users, items, keys,
         key=jax.random.fold_in(train_key, epoch), num_items=num_items,
         batch_size=config.batch_size, l2=config.l2, learning_rate=config.learning_rate)
     losses.append(float(loss))

@@ -1,7 +1,8 @@
 """Top-K retrieval, chunked over users and items so an [N, M] score matrix never exists.
 
 Memory is bounded by [user_chunk, item_chunk + K] scores on the device, whatever N and M are; a
-user's excluded items (its known history) are masked chunk by chunk.
+user's excluded items (its known history) are masked chunk by chunk. Each chunk's best can be
+selected exactly (`jax.lax.top_k`) or approximately (`jax.lax.approx_max_k`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def padded_item_lists(interactions: Interactions, num_users: int) -> np.ndarray:
   return table
 
 
-@functools.partial(jax.jit, static_argnames=("k", "item_chunk"))
-def _top_k_for_users(user_vectors, item_vectors, item_bias, excluded, *, k, item_chunk):
+@functools.partial(jax.jit, static_argnames=("k", "item_chunk", "approximate", "recall_target"))
+def _top_k_for_users(user_vectors, item_vectors, item_bias, excluded, *, k, item_chunk,
+                     approximate, recall_target):
   """Top-k items for a chunk of users, scanning the catalogue in chunks of `item_chunk`."""
   num_users = user_vectors.shape[0]
   num_chunks = item_vectors.shape[0] // item_chunk
@@ -45,7 +47,15 @@ def _top_k_for_users(user_vectors, item_vectors, item_bias, excluded, *, k, item
     inside = (excluded >= start) & (excluded < start + item_chunk)
     columns = jnp.where(inside, excluded - start, item_chunk)  # out of range: dropped
     scores = scores.at[rows, columns].set(-jnp.inf, mode="drop")
-    ids = jnp.broadcast_to(start + jnp.arange(item_chunk, dtype=jnp.int32), scores.shape)
+    # The chunk's own best first ([U, k], not [U, item_chunk], enters the merge). Only this
+    # selection may be approximate; the merge with the running best below stays exact, so an
+    # item once kept is never lost to a later chunk's approximation.
+    if approximate:
+      scores, position = jax.lax.approx_max_k(scores, min(k, item_chunk),
+                                              recall_target=recall_target)
+    else:
+      scores, position = jax.lax.top_k(scores, min(k, item_chunk))
+    ids = start + position.astype(jnp.int32)
     merged_scores = jnp.concatenate([best_scores, scores], axis=1)
     merged_items = jnp.concatenate([best_items, ids], axis=1)
     top_scores, position = jax.lax.top_k(merged_scores, k)
@@ -58,7 +68,8 @@ def _top_k_for_users(user_vectors, item_vectors, item_bias, excluded, *, k, item
 
 
 def retrieve(params: RecallParams, k: int, exclude: Interactions, *, users: np.ndarray | None = None,
-             user_chunk: int = 1024, item_chunk: int = 8192) -> Candidates:
+             user_chunk: int = 1024, item_chunk: int = 8192, approximate: bool = False,
+             recall_target: float = 0.95) -> Candidates:
   """The k best-scoring items per user, excluding items in `exclude`.
 
   Args:
@@ -68,9 +79,22 @@ def retrieve(params: RecallParams, k: int, exclude: Interactions, *, users: np.n
     users: which users (default all); ids index `params.user`.
     user_chunk: users scored per device call.
     item_chunk: catalogue items scored per scan step.
+    approximate: select each chunk's best with `jax.lax.approx_max_k` (Chern et al., 2022)
+      instead of an exact top-k: much faster on TPU; XLA's CPU and GPU fallback may be exact.
+      Excluded items are masked before the selection, so they are never returned either way.
+    recall_target: with `approximate`, the expected share of each chunk's exact top-k kept.
 
   Returns:
     Candidates with items and scores of shape [len(users), k], best first.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from pprsf_jax.types import Interactions
+    >>> params = RecallParams(user=jnp.ones((1, 1)), item=jnp.arange(4.0)[:, None],
+    ...                       item_bias=jnp.zeros(4))
+    >>> seen = Interactions(np.array([0], np.int32), np.array([3], np.int32))
+    >>> retrieve(params, 2, seen).items.tolist()
+    [[2, 1]]
   """
   num_users, num_items = params.user.shape[0], params.item.shape[0]
   if not 1 <= k <= num_items:
@@ -91,7 +115,8 @@ def retrieve(params: RecallParams, k: int, exclude: Interactions, *, users: np.n
     chunk_users = np.pad(chunk_users, (0, pad))
     scores, items = _top_k_for_users(
         params.user[chunk_users], item_vectors, item_bias,
-        jnp.asarray(excluded_table[chunk_users]), k=k, item_chunk=item_chunk)
+        jnp.asarray(excluded_table[chunk_users]), k=k, item_chunk=item_chunk,
+        approximate=approximate, recall_target=float(recall_target))
     all_scores.append(np.asarray(scores)[: user_chunk - pad])
     all_items.append(np.asarray(items)[: user_chunk - pad])
   return Candidates(items=np.concatenate(all_items), scores=np.concatenate(all_scores))

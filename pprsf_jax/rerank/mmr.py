@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pprsf_jax.rerank.base import RerankContext, Strategy
+from pprsf_jax.rerank.base import RerankContext, Strategy, position_scores
 from pprsf_jax.types import TopTRequest
 
 
@@ -43,9 +43,7 @@ def mmr(trade_off: float) -> Strategy:
   def run(request: TopTRequest, context: RerankContext) -> TopTRequest:
     items = jax.vmap(_mmr_one_user, in_axes=(0, 0, None, None))(
         request.items, request.scores, context.genres, trade_off)
-    length = items.shape[1]
     # The new order is the ranking; scores become descending positions.
-    scores = jnp.where(items >= 0, (length - jnp.arange(length)).astype(jnp.float32), -jnp.inf)
-    return TopTRequest(items=items, scores=jnp.broadcast_to(scores, items.shape))
+    return TopTRequest(items=items, scores=position_scores(items))
 
   return run
