@@ -12,5 +12,7 @@ def get_config() -> RunConfig:
                                                 interactions_per_user=20)),
       recall=RecallConfig(epochs=5, num_candidates=40, user_chunk=64, item_chunk=32),
       federated=FederatedConfig(rounds=5, clients_per_round=32),
-      baselines=BaselineConfig(central_epochs=2, local_only_epochs=2),
+      # Recall-only baselines without the two-tower: seconds matter here (tests run this often).
+      baselines=BaselineConfig(central_epochs=2, local_only_epochs=2,
+                               recall_models=("popularity", "item_knn")),
   )

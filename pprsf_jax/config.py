@@ -148,6 +148,10 @@ class DataConfig:
     _check_section(self.synthetic, "data.synthetic", SyntheticConfig)
 
 
+# The recall models `pprsf_jax.recall.RECALL_MODELS` registers (a test keeps the two equal).
+RECALL_MODEL_NAMES = ("popularity", "item_knn", "content", "bpr", "lightgcn", "two_tower")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RecallConfig:
   """Server-side recall model, trained on public interactions only."""
@@ -181,8 +185,7 @@ class RecallConfig:
   approx_recall_target: float = 0.95  # approximate retrieval: expected share of the exact top-K kept
 
   def __post_init__(self):
-    _check_choice(self.model, "recall.model",
-                  ("popularity", "item_knn", "content", "bpr", "lightgcn", "two_tower"),
+    _check_choice(self.model, "recall.model", RECALL_MODEL_NAMES,
                   '"popularity", "item_knn", "content", "bpr", "lightgcn" or "two_tower"')
     _check_int(self.num_candidates, "recall.num_candidates", 2)
     _check_int(self.embedding_dim, "recall.embedding_dim", 1)
@@ -355,11 +358,19 @@ class BaselineConfig:
   central_epochs: int = 20  # passes over the pooled examples for P_Sum
   local_only_epochs: int = 20  # passes over its own examples for each client's P_i
   finetune_epochs: int = 2  # passes over its own examples fine-tuning P_FL on each client
+  # Recall-only baselines, by recall.model name, trained on the public log beside the serving
+  # model (which is always one); the claims compare PPRSF with the best of them.
+  recall_models: tuple[str, ...] = ("popularity", "item_knn", "two_tower")
 
   def __post_init__(self):
     _check_int(self.central_epochs, "baselines.central_epochs", 1)
     _check_int(self.local_only_epochs, "baselines.local_only_epochs", 1)
     _check_int(self.finetune_epochs, "baselines.finetune_epochs", 1)
+    _check(isinstance(self.recall_models, tuple)
+           and all(name in RECALL_MODEL_NAMES for name in self.recall_models)
+           and len(set(self.recall_models)) == len(self.recall_models),
+           "baselines.recall_models", f"a tuple of distinct names from {list(RECALL_MODEL_NAMES)}",
+           self.recall_models)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -113,7 +113,7 @@ def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *, prog
   seed = day_seed(config.seed, day)
 
   # Server: recall retrained on the public log as it stands this morning.
-  recall = pipeline.train_recall(public, config.recall, seed)
+  recall = pipeline.train_recall(public, config.recall, seed, ("popularity",))
   lap("recall")
 
   # Clients already on the platform continue federated training from yesterday's Θ.
@@ -145,7 +145,7 @@ def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *, prog
       "federated (P_FL)": np.asarray(request.items[:, :top_k]),
       f"recall only ({config.recall.model})": pipeline.candidates_for(
           recall.serving.params, top_k, everything, config.recall).items,
-      "popularity": pipeline.candidates_for(recall.popularity, top_k, everything,
+      "popularity": pipeline.candidates_for(recall.baselines["popularity"], top_k, everything,
                                             config.recall).items,
   }
   lap("serve")

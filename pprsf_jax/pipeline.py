@@ -45,8 +45,8 @@ from pprsf_jax.ranking.attacks import Attack, choose_attackers, poison_examples
 from pprsf_jax.ranking.faults import FaultModel
 from pprsf_jax.ranking.sampling import cohort_schedule
 from pprsf_jax.ranking.features import standardised_log_counts
-from pprsf_jax.recall import RECALL_MODELS, item_counts, retrieve, train_popularity
-from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors, train_item_knn
+from pprsf_jax.recall import RECALL_MODELS, item_counts, retrieve
+from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors
 from pprsf_jax.recall.model import RecallParams
 from pprsf_jax.recall.retrieve import padded_item_lists, rank_given
 from pprsf_jax.rerank import (RerankContext, Strategy, evaluation_grid, final_list,
@@ -56,7 +56,7 @@ from pprsf_jax.types import Candidates, Interactions, PrivateData, PublicData, T
 
 # Independent key streams, derived from the seed by name (so adding a stream changes no other).
 _STREAMS = {"recall_serving": 2, "theta0": 3, "clients": 4, "central": 5, "local_only": 6,
-            "recall_fold": 7, "decoys": 8, "finetune": 9}
+            "recall_fold": 7, "decoys": 8, "finetune": 9, "recall_baselines": 10}
 
 
 def stream_key(seed: int, stream: str, index: int = 0) -> jax.Array:
@@ -83,8 +83,9 @@ class Recall(NamedTuple):
 
 
 class RecallModels(NamedTuple):
-  popularity: RecallParams  # recall-only baseline
-  item_knn: RecallParams  # recall-only baseline (cosine ItemKNN over the public log)
+  # Recall-only baselines by model name, trained on all public history (the serving model's
+  # own name maps to its parameters).
+  baselines: dict[str, RecallParams]
   serving: Recall  # trained on all public history: candidates at serving time
   folds: tuple[Recall, ...]  # fold f trained on public.context(f): candidates for ranking training
 
@@ -98,15 +99,21 @@ def fit_recall(interactions: Interactions, public: PublicData, config: RecallCon
   return Recall(params, neighbors, item_counts(interactions, m), interactions)
 
 
-def train_recall(public: PublicData, config: RecallConfig, seed: int) -> RecallModels:
+def train_recall(public: PublicData, config: RecallConfig, seed: int,
+                 baselines: tuple[str, ...] = ()) -> RecallModels:
   """Server side: the serving model, one cross-fitted model per fold, and the recall-only
-  baselines (popularity, ItemKNN)."""
+  `baselines` (model names) on the same public log."""
   serving = fit_recall(public.history, public, config, stream_key(seed, "recall_serving"))
+  models = {config.model: serving.params}
+  for name in baselines:
+    if name not in models:
+      # Keyed by the name's place in the registry: adding a baseline changes no other's key.
+      key = stream_key(seed, "recall_baselines", sorted(RECALL_MODELS).index(name))
+      # Neighbour lists come from the same log: ItemKNN reuses the serving model's.
+      models[name] = RECALL_MODELS[name](public.history, public, config, key=key,
+                                         neighbors=serving.neighbors)
   return RecallModels(
-      popularity=train_popularity(public.history, public.num_users, public.num_items),
-      # The serving model's neighbour lists come from the same log: ItemKNN reuses them.
-      item_knn=train_item_knn(public.history, serving.neighbors, public.num_users,
-                              public.num_items),
+      baselines={name: models[name] for name in (*baselines, config.model)},
       serving=serving,
       folds=tuple(
           fit_recall(public.context(f), public, config, stream_key(seed, "recall_fold", f))
@@ -413,11 +420,11 @@ def run(config: RunConfig, *, progress: bool = True,
   log(f"data: {n} users, {m} items, {tables.num_ratings} interactions")
 
   # Server: recall on public data.
-  recall_key = (config.data, config.recall, config.seed)
+  recall_key = (config.data, config.recall, config.seed, config.baselines.recall_models)
   if recall_cache is not None and recall_key in recall_cache:
     recall = recall_cache[recall_key]
   else:
-    recall = train_recall(public, config.recall, config.seed)
+    recall = train_recall(public, config.recall, config.seed, config.baselines.recall_models)
     if recall_cache is not None:
       recall_cache[recall_key] = recall
   item_table = make_item_table(public.catalogue)
@@ -520,9 +527,7 @@ def run(config: RunConfig, *, progress: bool = True,
     # Recall-only baselines get the protocol's full exclusion of everything known.
     everything = known_public + known_private
     lists = {
-        "popularity": recall_only(recall.popularity, everything),
-        "item_knn": recall_only(recall.item_knn, everything),
-        config.recall.model: recall_only(recall.serving.params, everything),
+        **{name: recall_only(params, everything) for name, params in recall.baselines.items()},
         "local_only (P_i)": np.asarray(ranked["p_i"].items[:, :top_k]),
         "central (P_Sum)": np.asarray(ranked["p_sum"].items[:, :top_k]),
         "federated (P_FL)": np.asarray(ranked["p_fl"].items[:, :top_k]),

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 
 from pprsf_jax import config as config_lib
-from pprsf_jax.config import (BaselineConfig, ConfigError, DataConfig, EvalConfig,
-                              FederatedConfig, OnlineConfig, PrivacyConfig, RankingConfig,
-                              RecallConfig, RerankConfig, RunConfig, SyntheticConfig,
-                              apply_overrides, to_dict)
+from pprsf_jax.config import (RECALL_MODEL_NAMES, BaselineConfig, ConfigError, DataConfig,
+                              EvalConfig, FederatedConfig, OnlineConfig, PrivacyConfig,
+                              RankingConfig, RecallConfig, RerankConfig, RunConfig,
+                              SyntheticConfig, apply_overrides, to_dict)
 from pprsf_jax.data.movielens import GENRES
 from pprsf_jax.rerank import STRATEGIES
 
@@ -169,6 +169,7 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "baselines.central_epochs": [0],
     "baselines.local_only_epochs": [0],
     "baselines.finetune_epochs": [0, 1.5],
+    "baselines.recall_models": [("bpr", "bpr"), ("svd",), ["bpr"], "bpr", ("bpr", 3)],
     "rerank.strategies": [("shuffle",), ("mmr", "shuffle"), ["mmr"], ("mmr", 3), "mmr"],
     "rerank.mmr_lambda": [-0.1, 1.1],
     "rerank.cold_start_popularity_weight": [-0.1, 1.5],
@@ -339,6 +340,9 @@ def _assert_well_typed(field: Field, value: Any) -> None:
     assert all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value)
   elif field.path == "rerank.rules_exclude_genres":
     assert isinstance(value, tuple) and all(name in GENRES for name in value)
+  elif field.path == "baselines.recall_models":
+    assert isinstance(value, tuple) and all(name in RECALL_MODEL_NAMES for name in value)
+    assert len(set(value)) == len(value)
   else:
     assert field.path == "rerank.strategies"
     assert isinstance(value, tuple) and all(name in STRATEGIES for name in value)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pprsf_jax import pipeline
-from pprsf_jax.config import ConfigError, DataConfig, RecallConfig, SyntheticConfig
+from pprsf_jax.config import (RECALL_MODEL_NAMES, ConfigError, DataConfig, RecallConfig,
+                              SyntheticConfig)
 from pprsf_jax.data.dataset import build_dataset
 from pprsf_jax.data.synthetic import generate_synthetic
 from pprsf_jax.metrics import evaluate_lists
@@ -300,3 +301,7 @@ def test_candidates_for_passes_the_approximate_settings(monkeypatch):
   config = RecallConfig(approximate_top_k=True, approx_recall_target=0.8)
   assert pipeline.candidates_for(None, 3, Interactions.empty(), config) == "candidates"
   assert seen["approximate"] is True and seen["recall_target"] == 0.8
+
+
+def test_the_config_knows_every_registered_model():
+  assert sorted(RECALL_MODEL_NAMES) == sorted(RECALL_MODELS)
