@@ -69,6 +69,18 @@ def sort_by(items: jax.Array, scores: jax.Array) -> TopTRequest:
                      scores=jnp.take_along_axis(scores, order, axis=-1))
 
 
+def shifted_by(weight: float, item_values: Callable[[RerankContext], jax.Array]) -> Strategy:
+  """Re-sorts each list by z(relevance) + weight * item_values(context)[item]: the shape of
+  every strategy that adds a per-item prior (freshness, popularity) to the client's scores."""
+
+  def run(request: TopTRequest, context: RerankContext) -> TopTRequest:
+    valid = request.items >= 0
+    prior = item_values(context)[jnp.clip(request.items, 0)]
+    return sort_by(request.items, standardise(request.scores, valid) + weight * prior)
+
+  return run
+
+
 def position_scores(items: jax.Array) -> jax.Array:
   """Scores for a list whose order is the ranking: T, T - 1, ... on real items, -inf on empty."""
   length = items.shape[-1]

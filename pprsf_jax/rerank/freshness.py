@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from pprsf_jax.rerank.base import RerankContext, Strategy, sort_by, standardise
-from pprsf_jax.types import TopTRequest
+from pprsf_jax.rerank.base import RerankContext, Strategy, shifted_by
 
 
 def item_freshness(context: RerankContext) -> jnp.ndarray:
@@ -35,9 +34,4 @@ def freshness(weight: float) -> Strategy:
   [[2, 1, 0]]
   """
 
-  def run(request: TopTRequest, context: RerankContext) -> TopTRequest:
-    valid = request.items >= 0
-    fresh = item_freshness(context)[jnp.clip(request.items, 0)]
-    return sort_by(request.items, standardise(request.scores, valid) + weight * fresh)
-
-  return run
+  return shifted_by(weight, item_freshness)

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from pprsf_jax.rerank.base import RerankContext, Strategy, sort_by, standardise
-from pprsf_jax.types import TopTRequest
+from pprsf_jax.rerank.base import RerankContext, Strategy, shifted_by, standardise
 
 
 def item_popularity(context: RerankContext) -> jnp.ndarray:
@@ -38,9 +37,4 @@ def popularity(weight: float) -> Strategy:
   [[0, 1, 2]]
   """
 
-  def run(request: TopTRequest, context: RerankContext) -> TopTRequest:
-    valid = request.items >= 0
-    boost = item_popularity(context)[jnp.clip(request.items, 0)]
-    return sort_by(request.items, standardise(request.scores, valid) + weight * boost)
-
-  return run
+  return shifted_by(weight, item_popularity)
