@@ -8,7 +8,8 @@ from pprsf_jax.config import (BaselineConfig, DataConfig, FederatedConfig, Onlin
 def get_config() -> RunConfig:
   return RunConfig(
       name="synthetic-online",
-      data=DataConfig(source="synthetic",
+      # Two cross-fitting folds: three recall models a day instead of five.
+      data=DataConfig(source="synthetic", label_folds=2,
                       synthetic=SyntheticConfig(num_users=60, num_items=50,
                                                 interactions_per_user=15)),
       recall=RecallConfig(epochs=2, num_candidates=24, user_chunk=32, item_chunk=16),

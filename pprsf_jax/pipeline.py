@@ -38,13 +38,13 @@ from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, Ranking
                                gather_client_states, init_params, make_item_table, make_round,
                                num_features, rank_candidates, scatter_client_states,
                                train_central, train_local_only)
-from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.ranking import sharding
-from pprsf_jax.ranking.streaming import CohortSource, StackedCohorts, prefetched
 from pprsf_jax.ranking.attacks import Attack, choose_attackers, poison_examples
+from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.ranking.faults import FaultModel
-from pprsf_jax.ranking.sampling import cohort_schedule
 from pprsf_jax.ranking.features import standardised_log_counts
+from pprsf_jax.ranking.sampling import cohort_schedule
+from pprsf_jax.ranking.streaming import CohortSource, StackedCohorts, prefetched
 from pprsf_jax.recall import RECALL_MODELS, item_counts, retrieve
 from pprsf_jax.recall.item_knn import ItemNeighbors, item_neighbors
 from pprsf_jax.recall.model import RecallParams

@@ -103,7 +103,7 @@ def test_pipeline_under_the_sampled_protocol_scores_one_held_out_item_per_user()
       recall=RecallConfig(epochs=3, num_candidates=24, user_chunk=16, item_chunk=16)),
       ["data.split=leave_one_out", "eval.sampled_negatives=30", "federated.rounds=3",
        "federated.clients_per_round=10", "ranking.top_t=12", "baselines.central_epochs=1",
-       "baselines.local_only_epochs=1"])
+       "baselines.local_only_epochs=1", "baselines.recall_models=(popularity, item_knn)"])
   results = pipeline.run(config, progress=False)
   # The re-rank grid re-uses the same requests: its "none" is P_FL, its configured one PPRSF.
   settings = results["rerank_settings"]
