@@ -77,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
   from pprsf_jax import pipeline, report
   from pprsf_jax.checkpoint import CheckpointError
   from pprsf_jax.data.movielens import DataFormatError, DataUnavailableError
+  if args.command == "online":
+    from pprsf_jax import online  # pylint: disable=import-outside-toplevel
+    try:  # before a run folder exists for a run that cannot start
+      online.check_online(config)
+    except ConfigError as error:
+      print(f"pprsf: config error: {error}", file=sys.stderr)
+      return 2
 
   config_record = json.loads(json.dumps(to_dict(config)))  # as config.json will hold it
   try:
@@ -101,13 +108,9 @@ def main(argv: list[str] | None = None) -> int:
   log = lambda message: print(message, file=sys.stderr)
   try:
     if args.command == "online":
-      from pprsf_jax import online  # pylint: disable=import-outside-toplevel
       results = online.run_online(config, progress=not args.no_progress, run_dir=folder, log=log)
     else:
       results = pipeline.run(config, progress=not args.no_progress, run_dir=folder, log=log)
-  except ConfigError as error:  # settings only the chosen command refuses
-    print(f"pprsf: config error: {error}", file=sys.stderr)
-    return 2
   except (DataFormatError, DataUnavailableError) as error:
     print(f"pprsf: data error: {error}", file=sys.stderr)
     return 1

@@ -167,3 +167,4 @@ def test_the_cli_refuses_what_the_loop_cannot_honour(tmp_path, capsys):
                    "--run-dir", str(tmp_path / "run")])
   assert code == 2
   assert "privacy.audit" in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()  # refused before any run folder was made
