@@ -34,6 +34,16 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
   return float(values.mean()), float(half)
 
 
+def _optional_mean_ci(runs: Sequence[dict[str, Any]], field: str):
+  values = [run["local_only"].get(field) for run in runs]
+  return None if any(value is None for value in values) else mean_ci(values)
+
+
+def _optional_max(runs: Sequence[dict[str, Any]], field: str):
+  values = [run["local_only"].get(field) for run in runs]
+  return None if any(value is None for value in values) else float(max(values))
+
+
 def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
   """Aggregates one run per seed (same config otherwise; checked)."""
   if not runs:
@@ -82,6 +92,9 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
       "p_sum": mean_ci(per_seed(CENTRAL, ndcg)),
       "fl_beats_local_share": mean_ci([run["local_only"]["fl_beats_local_share"] for run in runs]),
       "fl_ties_local_share": mean_ci([run["local_only"]["fl_ties_local_share"] for run in runs]),
+      # Older results.json files lack the sign test: those report None.
+      "fl_beats_local_among_differing": _optional_mean_ci(runs, "fl_beats_local_among_differing"),
+      "sign_test_p_max": _optional_max(runs, "sign_test_p"),
       "best_recall_only": [max(recall_only, key=lambda m, r=run: r["test"][m][ndcg])
                            for run in runs],
       "gain_over_best_recall": mean_ci(gains),
@@ -153,7 +166,11 @@ def markdown(summary: dict[str, Any], command: str = "") -> str:
       "",
       f"- P_FL > P_i: P_FL beats its own client's local-only model for "
       f"{percent(summary['fl_beats_local_share'])} of clients and ties for "
-      f"{percent(summary['fl_ties_local_share'])} ({summary['metric']} per user).",
+      f"{percent(summary['fl_ties_local_share'])} ({summary['metric']} per user)"
+      + ("." if summary["fl_beats_local_among_differing"] is None else
+         f"; among the clients where the two differ, P_FL wins for "
+         f"{percent(summary['fl_beats_local_among_differing'])} (two-sided sign test, "
+         f"largest p over seeds {summary['sign_test_p_max']:.2g})."),
       f"- |P_Sum − P_FL| < δ: δ = {_cell(summary['delta_absolute'])} absolute, "
       f"{percent(summary['delta_relative'])} of P_Sum (P_Sum {_cell(summary['p_sum'])}, "
       f"P_FL {_cell(summary['p_fl'])}).",

@@ -213,15 +213,22 @@ class RecallConfig:
     _check_real(self.approx_recall_target, "recall.approx_recall_target", 0, 1, low_open=True)
 
 
+RANKING_LOSSES = ("bce", "softmax")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RankingConfig:
   """Client-side ranking model and its local training."""
 
   hidden_sizes: tuple[int, ...] = (64, 32)  # MLP hidden layer widths
   local_epochs: int = 2  # passes over a client's examples per round
-  batch_size: int = 20  # examples per local SGD step
+  batch_size: int = 20  # loss "bce": candidate rows per local SGD step
   learning_rate: float = 0.03  # local SGD step size
   top_t: int = 20  # T: how many ranked items a client sends back (T < K)
+  # "bce": each candidate scored on its own; "softmax": listwise, a list's positives against its
+  # other candidates (pprsf_jax.ranking.client).
+  loss: str = "bce"
+  lists_per_step: int = 1  # loss "softmax": candidate lists per local SGD step
 
   def __post_init__(self):
     # A tuple, not a list: configs are frozen and hashable all the way down.
@@ -236,6 +243,8 @@ class RankingConfig:
     _check_int(self.batch_size, "ranking.batch_size", 1)
     _check_real(self.learning_rate, "ranking.learning_rate", 0, low_open=True)
     _check_int(self.top_t, "ranking.top_t", 1)
+    _check_choice(self.loss, "ranking.loss", RANKING_LOSSES)
+    _check_int(self.lists_per_step, "ranking.lists_per_step", 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,7 @@ only, P_i, P_Sum) are trained beside the pipeline on the same data.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
 import time
@@ -18,6 +19,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import stats
 from tqdm.auto import tqdm
 
 from pprsf_jax import config as config_lib
@@ -170,9 +172,11 @@ def training_examples(recall: RecallModels, public: PublicData, private: Private
 
 def local_training(config: RunConfig) -> LocalTraining:
   """The ranking model and the clients' local optimisation a config describes."""
-  return LocalTraining(model=RankingMLP(hidden_sizes=config.ranking.hidden_sizes),
-                       epochs=config.ranking.local_epochs, batch_size=config.ranking.batch_size,
-                       learning_rate=config.ranking.learning_rate)
+  ranking = config.ranking
+  return LocalTraining(model=RankingMLP(hidden_sizes=ranking.hidden_sizes),
+                       epochs=ranking.local_epochs, batch_size=ranking.batch_size,
+                       learning_rate=ranking.learning_rate, loss=ranking.loss,
+                       lists_per_step=ranking.lists_per_step)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "top_t", "per_client_params"))
@@ -387,6 +391,25 @@ def _validation_curve(config: RunConfig, recall: RecallModels, public: PublicDat
   return evaluate
 
 
+def per_client_comparison(federated_user: np.ndarray, local_user: np.ndarray) -> dict[str, Any]:
+  """P_FL against each client's own P_i, client by client (users with test items only).
+
+  Ties are common (a user's few test items: both lists often hit the same ones, or none), so
+  beside the shares the sign test asks whether P_FL wins more often than it loses among the
+  clients where the two differ (two-sided binomial test, p = 0.5).
+  """
+  wins = int(np.sum(federated_user > local_user))
+  losses = int(np.sum(federated_user < local_user))
+  count = max(len(federated_user), 1)
+  return {"clients": len(federated_user),
+          "fl_beats_local_share": wins / count,
+          "fl_ties_local_share": (len(federated_user) - wins - losses) / count,
+          "fl_loses_local_share": losses / count,
+          "fl_beats_local_among_differing": wins / max(wins + losses, 1),
+          "sign_test_p": (float(stats.binomtest(wins, wins + losses).pvalue)
+                          if wins + losses else 1.0)}
+
+
 def _parameter_bytes(params) -> int:
   return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(params)))
 
@@ -452,15 +475,13 @@ def run(config: RunConfig, *, progress: bool = True,
                           key=stream_key(config.seed, "central"), local=local,
                           epochs=config.baselines.central_epochs)
   lap("central_training")
-  local_only_local = LocalTraining(model=model, epochs=config.baselines.local_only_epochs,
-                                   batch_size=local.batch_size, learning_rate=local.learning_rate)
+  local_only_local = dataclasses.replace(local, epochs=config.baselines.local_only_epochs)
   local_only = train_local_only(theta0, train_examples, item_table,
                                 seed_key=stream_key(config.seed, "local_only"),
                                 local=local_only_local)
   lap("local_only_training")
   # Personalisation: each client fine-tunes the final Theta on its own examples.
-  finetune_local = LocalTraining(model=model, epochs=config.baselines.finetune_epochs,
-                                 batch_size=local.batch_size, learning_rate=local.learning_rate)
+  finetune_local = dataclasses.replace(local, epochs=config.baselines.finetune_epochs)
   personalised = train_local_only(federated.params, train_examples, item_table,
                                   seed_key=stream_key(config.seed, "finetune"),
                                   local=finetune_local)
@@ -578,8 +599,7 @@ def run(config: RunConfig, *, progress: bool = True,
       "delta": {"metric": ndcg, "p_fl": p_fl, "p_sum": p_sum, "absolute": abs(p_sum - p_fl),
                 "relative": abs(p_sum - p_fl) / p_sum if p_sum > 0 else float("nan")},
       "local_only": {"mean": float(local_user.mean()), "best": float(local_user.max()),
-                     "fl_beats_local_share": float(np.mean(fl_user > local_user)),
-                     "fl_ties_local_share": float(np.mean(fl_user == local_user))},
+                     **per_client_comparison(fl_user, local_user)},
       "federated": {"rounds": config.federated.rounds, "final_loss": federated.losses[-1],
                     "losses": federated.losses, "rejected_uploads": federated.rejected,
                     # P_FL's validation NDCG@k after every eval.every_rounds-th round (None

@@ -63,7 +63,8 @@ def main() -> None:
   ranking = RankingConfig()
   model = RankingMLP(hidden_sizes=ranking.hidden_sizes)
   local = LocalTraining(model=model, epochs=ranking.local_epochs, batch_size=ranking.batch_size,
-                        learning_rate=ranking.learning_rate)
+                        learning_rate=ranking.learning_rate, loss=ranking.loss,
+                        lists_per_step=ranking.lists_per_step)
   theta0 = init_params(model, num_features(NUM_USER_FEATURES, table), key=jax.random.key(0))
   federated = FederatedConfig(aggregator=args.aggregator, local_algorithm=args.local_algorithm,
                               compression=args.compression)

@@ -93,3 +93,34 @@ def test_report_files(tmp_path):
     assert section in report
   for plot in written[2:]:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_per_client_comparison_counts_wins_ties_losses_and_the_sign_test():
+  from pprsf_jax.pipeline import per_client_comparison
+  federated = np.array([0.5, 0.4, 0.0, 0.3, 0.2, 0.9, 0.0, 0.1])
+  local = np.array([0.2, 0.4, 0.0, 0.1, 0.3, 0.1, 0.0, 0.05])
+  got = per_client_comparison(federated, local)
+  # Wins: clients 0, 3, 5, 7; ties: 1, 2, 6; loss: 4.
+  assert got["clients"] == 8
+  assert got["fl_beats_local_share"] == pytest.approx(4 / 8)
+  assert got["fl_ties_local_share"] == pytest.approx(3 / 8)
+  assert got["fl_loses_local_share"] == pytest.approx(1 / 8)
+  assert got["fl_beats_local_among_differing"] == pytest.approx(4 / 5)
+  assert got["sign_test_p"] == pytest.approx(stats.binomtest(4, 5).pvalue)
+  all_ties = per_client_comparison(np.zeros(3), np.zeros(3))
+  assert all_ties["sign_test_p"] == 1.0 and all_ties["fl_beats_local_among_differing"] == 0.0
+
+
+def test_report_gives_the_sign_test_when_the_runs_have_it(tmp_path):
+  with_test = runs()
+  for seed, run in enumerate(with_test):
+    run["local_only"].update(fl_beats_local_among_differing=0.55 + 0.01 * seed,
+                             sign_test_p=0.01 * (seed + 1))
+  summary = claims.summarize(with_test)
+  assert summary["fl_beats_local_among_differing"][0] == pytest.approx(0.56)
+  assert summary["sign_test_p_max"] == pytest.approx(0.03)
+  report = claims.markdown(summary)
+  assert "among the clients where the two differ, P_FL wins for 56.0" in report
+  assert "largest p over seeds 0.03" in report
+  # Results from before the sign test existed still summarise, without it.
+  assert claims.summarize(runs())["fl_beats_local_among_differing"] is None

@@ -126,6 +126,8 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "ranking.batch_size": [0],
     "ranking.learning_rate": [0.0, -0.03],
     "ranking.top_t": [0],
+    "ranking.loss": ["hinge", "", 1],
+    "ranking.lists_per_step": [0, -1, 1.5],
     "federated.rounds": [0, -1],
     "federated.clients_per_round": [0],
     "federated.aggregator": ["FedAvg", "no_such_rule", "", ["fedavg"]],

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pprsf_jax.ranking.client import LocalTraining, local_train, masked_bce
+from pprsf_jax.ranking.client import LocalTraining, local_train, unit_loss
 from pprsf_jax.ranking.features import ClientExamples, ItemTable, client_features
 from pprsf_jax.ranking.federated import client_key
 
@@ -44,17 +44,19 @@ def train_local_only(theta0, examples: ClientExamples, item_table: ItemTable, *,
 
 
 @functools.partial(jax.jit, static_argnames=("local",))
-def _central_epoch(params, opt_state, features, labels, weights, *, key, local):
+def _central_epoch(params, opt_state, features, labels, mask, *, key, local):
+  """One pass over the pooled units (rows for "bce", lists for "softmax") in mini-batches."""
   count = features.shape[0]
-  batch = local.batch_size
+  batch = local.batch_size if local.loss == "bce" else local.lists_per_step
   num_batches = count // batch
   order = jax.random.permutation(key, count)[: num_batches * batch].reshape(num_batches, batch)
   optimizer = optax.sgd(local.learning_rate)
+  loss_fn = functools.partial(unit_loss, local)
 
   def step(carry, rows):
     params, opt_state = carry
-    loss, grads = jax.value_and_grad(masked_bce, argnums=1)(
-        local.model, params, features[rows], labels[rows], weights[rows])
+    loss, grads = jax.value_and_grad(loss_fn)(
+        params, features[rows], labels[rows], mask[rows], jnp.ones(rows.shape, jnp.float32))
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -62,20 +64,34 @@ def _central_epoch(params, opt_state, features, labels, weights, *, key, local):
   return params, opt_state, jnp.mean(losses)
 
 
+def _pooled_units(examples: ClientExamples, item_table: ItemTable, local: LocalTraining):
+  """Every client's training units in one pool (features, labels, mask), real ones only: rows
+  for "bce", lists with a positive for "softmax" (see `client.training_units`)."""
+  features = np.asarray(jax.vmap(client_features, in_axes=(0, None))(examples, item_table))
+  mask, labels = np.asarray(examples.mask), np.asarray(examples.labels)
+  if local.loss == "bce":
+    real = mask.reshape(-1) > 0  # [N * S * K], the same order as the rows
+    return (features.reshape(-1, features.shape[-1])[real], labels.reshape(-1)[real],
+            mask.reshape(-1)[real])
+  list_length = mask.shape[-1]
+  lists = features.reshape(-1, list_length, features.shape[-1])
+  mask, labels = mask.reshape(-1, list_length), labels.reshape(-1, list_length)
+  trainable = (mask * labels).sum(-1) > 0
+  return lists[trainable], labels[trainable], mask[trainable]
+
+
 def train_central(theta0, examples: ClientExamples, item_table: ItemTable, *, key: jax.Array,
                   local: LocalTraining, epochs: int):
-  """P_Sum: mini-batch SGD over the pooled examples of every client (real rows only)."""
-  features = jax.vmap(client_features, in_axes=(0, None))(examples, item_table)
-  real = np.asarray(examples.mask).reshape(-1) > 0  # [N * S * K], the same order as the rows
-  features = jnp.asarray(np.asarray(features).reshape(-1, features.shape[-1])[real])
-  labels = jnp.asarray(np.asarray(examples.labels).reshape(-1)[real])
-  weights = jnp.ones_like(labels)
-  if features.shape[0] < local.batch_size:
-    raise ValueError(f"central training needs at least batch_size={local.batch_size} examples")
+  """P_Sum: mini-batch SGD over the pooled examples of every client, with the clients' loss."""
+  features, labels, mask = (jnp.asarray(a) for a in _pooled_units(examples, item_table, local))
+  batch = local.batch_size if local.loss == "bce" else local.lists_per_step
+  if features.shape[0] < batch:
+    unit = "examples" if local.loss == "bce" else "candidate lists with a positive"
+    raise ValueError(f"central training needs at least {batch} {unit}, got {features.shape[0]}")
   params = theta0
   opt_state = optax.sgd(local.learning_rate).init(params)
   for epoch in range(epochs):
     params, opt_state, _ = _central_epoch(
-        params, opt_state, features, labels, weights, key=jax.random.fold_in(key, epoch),
+        params, opt_state, features, labels, mask, key=jax.random.fold_in(key, epoch),
         local=local)
   return params

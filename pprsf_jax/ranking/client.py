@@ -4,11 +4,17 @@ A client starts from the global parameters, runs `local_epochs` passes of mini-b
 own examples (`lax.scan` over a fixed number of steps, masked beyond the client's own count), and
 uploads theta_i - Theta. Mini-batch order comes from per-slot random priorities, so trailing
 padding (examples or whole clients) never changes what a real client computes.
+
+Two losses: "bce" scores every candidate row on its own (mini-batches of rows); "softmax" is
+listwise — a mini-batch is whole candidate lists, and each list's positives compete with its
+other candidates in one softmax (the list's ranking is what NDCG@k reads, so the loss reads it
+too; on ML-100K it is the difference between re-ordering recall and trailing it: see README).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -27,8 +33,10 @@ class LocalTraining:
 
   model: RankingMLP
   epochs: int
-  batch_size: int
+  batch_size: int  # "bce": candidate rows per step
   learning_rate: float
+  loss: str = "bce"  # "bce" (pointwise) or "softmax" (listwise)
+  lists_per_step: int = 1  # "softmax": whole candidate lists per step
 
 
 # Training uses the client's key itself; compression and local DP noise draw from sub-streams.
@@ -48,6 +56,44 @@ def masked_bce(model: RankingMLP, params, features, labels, weights) -> jax.Arra
   """Binary cross-entropy averaged over weighted rows; zero (not NaN) when all weights are zero."""
   per_row = optax.sigmoid_binary_cross_entropy(logits(model, params, features), labels)
   return jnp.sum(per_row * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def masked_list_softmax(model: RankingMLP, params, features, labels, mask,
+                        weights) -> jax.Array:
+  """Listwise softmax cross-entropy, averaged over weighted lists.
+
+  features [B, K, F], labels / mask [B, K], weights [B]: per list, the mean over its positives of
+  -log softmax over its real candidates. Zero (not NaN) when no list has weight.
+  """
+  scores = jnp.where(mask > 0, logits(model, params, features), -jnp.inf)
+  # A list with no real candidate would normalise over nothing: give it finite zeros instead.
+  log_probs = jnp.where(mask > 0, jax.nn.log_softmax(scores, axis=-1), 0.0)
+  positives = labels * mask
+  per_list = -jnp.sum(positives * log_probs, -1) / jnp.maximum(jnp.sum(positives, -1), 1.0)
+  return jnp.sum(per_list * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def training_units(examples: ClientExamples, item_table: ItemTable, local: LocalTraining):
+  """What one SGD step samples from, by loss: (features, labels, mask, unit mask [S, U], batch).
+
+  "bce": units are candidate rows ([S * K, F] features); "softmax": units are whole lists
+  ([S, K, F]), and only lists with a positive count (the others have no gradient).
+  """
+  features = client_features(examples, item_table)  # [S * K, F]
+  if local.loss == "bce":
+    return (features, examples.labels.reshape(-1), examples.mask.reshape(-1), examples.mask,
+            local.batch_size)
+  num_lists, list_length = examples.mask.shape
+  has_positive = jnp.sum(examples.mask * examples.labels, -1, keepdims=True) > 0
+  return (features.reshape(num_lists, list_length, -1), examples.labels, examples.mask,
+          has_positive.astype(jnp.float32), local.lists_per_step)
+
+
+def unit_loss(local: LocalTraining, params, features, labels, mask, weights) -> jax.Array:
+  """The loss of one mini-batch of units (rows or lists, see `training_units`)."""
+  if local.loss == "bce":
+    return masked_bce(local.model, params, features, labels, weights * mask)
+  return masked_list_softmax(local.model, params, features, labels, mask, weights)
 
 
 def _epoch_orders(mask: jax.Array, epochs: int, key: jax.Array) -> jax.Array:
@@ -79,18 +125,17 @@ def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key:
   its steps (at least one, if it has any).
   """
   examples = jax.tree.map(jnp.asarray, examples)  # host arrays work outside jit too
-  features = client_features(examples, item_table)  # [S * K, F]
-  mask, labels = examples.mask.reshape(-1), examples.labels.reshape(-1)
-  length = mask.shape[0]
-  batch = local.batch_size
+  features, labels, mask, unit_mask, batch = training_units(examples, item_table, local)
+  length = unit_mask.size
   steps_per_epoch_max = -(-length // batch)
-  num_examples = jnp.sum(mask).astype(jnp.int32)
-  steps_per_epoch = (num_examples + batch - 1) // batch
+  num_units = jnp.sum(unit_mask).astype(jnp.int32)
+  steps_per_epoch = (num_units + batch - 1) // batch
   planned_steps = steps_per_epoch * local.epochs
   total_steps = jnp.minimum(
       planned_steps, jnp.maximum(1, jnp.floor(planned_steps * work).astype(jnp.int32)))
-  orders = _epoch_orders(examples.mask, local.epochs, key)
+  orders = _epoch_orders(unit_mask, local.epochs, key)
   orders = jnp.pad(orders, ((0, 0), (0, steps_per_epoch_max * batch - length)))
+  unit_mask = unit_mask.reshape(-1)
   optimizer = optax.sgd(local.learning_rate)
 
   def step(carry, s):
@@ -98,10 +143,10 @@ def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key:
     epoch = s // jnp.maximum(steps_per_epoch, 1)
     position = (s % jnp.maximum(steps_per_epoch, 1)) * batch
     rows = jax.lax.dynamic_slice(orders[jnp.minimum(epoch, local.epochs - 1)], (position,), (batch,))
-    in_epoch = (position + jnp.arange(batch)) < num_examples
-    weights = in_epoch * mask[rows]
-    loss, grads = jax.value_and_grad(masked_bce, argnums=1)(
-        local.model, params, features[rows], labels[rows], weights)
+    in_epoch = (position + jnp.arange(batch)) < num_units
+    weights = in_epoch * unit_mask[rows]
+    loss, grads = jax.value_and_grad(functools.partial(unit_loss, local))(
+        params, features[rows], labels[rows], mask[rows], weights)
     if correct is not None:
       grads = correct(grads, params)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
