@@ -19,7 +19,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 from tqdm.auto import tqdm
 
 from pprsf_jax import config as config_lib
@@ -29,7 +28,8 @@ from pprsf_jax.config import DataConfig, RecallConfig, RunConfig
 from pprsf_jax.data.dataset import AGE_BUCKET_EDGES, FederatedDataset, build_dataset
 from pprsf_jax.data.movielens import MovieLensTables, load_movielens
 from pprsf_jax.data.synthetic import generate_synthetic
-from pprsf_jax.metrics import beyond_accuracy, evaluate_lists, hit_matrix, per_user_metrics
+from pprsf_jax.metrics import (beyond_accuracy, compare_per_user, evaluate_lists, hit_matrix,
+                               per_user_metrics)
 from pprsf_jax.metrics.sampled import sample_candidates
 from pprsf_jax.privacy import plan_privacy, privacy_report, private_algorithm
 from pprsf_jax.privacy.central_dp import current_clip_norm
@@ -391,25 +391,6 @@ def _validation_curve(config: RunConfig, recall: RecallModels, public: PublicDat
   return evaluate
 
 
-def per_client_comparison(federated_user: np.ndarray, local_user: np.ndarray) -> dict[str, Any]:
-  """P_FL against each client's own P_i, client by client (users with test items only).
-
-  Ties are common (a user's few test items: both lists often hit the same ones, or none), so
-  beside the shares the sign test asks whether P_FL wins more often than it loses among the
-  clients where the two differ (two-sided binomial test, p = 0.5).
-  """
-  wins = int(np.sum(federated_user > local_user))
-  losses = int(np.sum(federated_user < local_user))
-  count = max(len(federated_user), 1)
-  return {"clients": len(federated_user),
-          "fl_beats_local_share": wins / count,
-          "fl_ties_local_share": (len(federated_user) - wins - losses) / count,
-          "fl_loses_local_share": losses / count,
-          "fl_beats_local_among_differing": wins / max(wins + losses, 1),
-          "sign_test_p": (float(stats.binomtest(wins, wins + losses).pvalue)
-                          if wins + losses else 1.0)}
-
-
 def _parameter_bytes(params) -> int:
   return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(params)))
 
@@ -599,7 +580,7 @@ def run(config: RunConfig, *, progress: bool = True,
       "delta": {"metric": ndcg, "p_fl": p_fl, "p_sum": p_sum, "absolute": abs(p_sum - p_fl),
                 "relative": abs(p_sum - p_fl) / p_sum if p_sum > 0 else float("nan")},
       "local_only": {"mean": float(local_user.mean()), "best": float(local_user.max()),
-                     **per_client_comparison(fl_user, local_user)},
+                     **compare_per_user(fl_user, local_user)},
       "federated": {"rounds": config.federated.rounds, "final_loss": federated.losses[-1],
                     "losses": federated.losses, "rejected_uploads": federated.rejected,
                     # P_FL's validation NDCG@k after every eval.every_rounds-th round (None

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from pprsf_jax import claims
+from pprsf_jax.metrics import compare_per_user
 
 METHODS = ("popularity", "item_knn", "bpr", "local_only (P_i)", "central (P_Sum)",
            "federated (P_FL)", "personalised (P_FL + fine-tune)", "pprsf (P_FL + re-rank)")
@@ -95,11 +96,10 @@ def test_report_files(tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_per_client_comparison_counts_wins_ties_losses_and_the_sign_test():
-  from pprsf_jax.pipeline import per_client_comparison
+def test_per_user_comparison_counts_wins_ties_losses_and_the_sign_test():
   federated = np.array([0.5, 0.4, 0.0, 0.3, 0.2, 0.9, 0.0, 0.1])
   local = np.array([0.2, 0.4, 0.0, 0.1, 0.3, 0.1, 0.0, 0.05])
-  got = per_client_comparison(federated, local)
+  got = compare_per_user(federated, local)
   # Wins: clients 0, 3, 5, 7; ties: 1, 2, 6; loss: 4.
   assert got["clients"] == 8
   assert got["fl_beats_local_share"] == pytest.approx(4 / 8)
@@ -107,7 +107,7 @@ def test_per_client_comparison_counts_wins_ties_losses_and_the_sign_test():
   assert got["fl_loses_local_share"] == pytest.approx(1 / 8)
   assert got["fl_beats_local_among_differing"] == pytest.approx(4 / 5)
   assert got["sign_test_p"] == pytest.approx(stats.binomtest(4, 5).pvalue)
-  all_ties = per_client_comparison(np.zeros(3), np.zeros(3))
+  all_ties = compare_per_user(np.zeros(3), np.zeros(3))
   assert all_ties["sign_test_p"] == 1.0 and all_ties["fl_beats_local_among_differing"] == 0.0
 
 

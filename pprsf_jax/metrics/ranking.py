@@ -7,6 +7,7 @@ RecBole does.
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 from pprsf_jax.types import Interactions
 
@@ -45,3 +46,23 @@ def evaluate_lists(lists: np.ndarray, truth: Interactions, num_items: int) -> di
   k = lists.shape[1]
   results[f"coverage@{k}"] = float(np.unique(lists[lists >= 0]).size / num_items)
   return results
+
+
+def compare_per_user(federated_user: np.ndarray, local_user: np.ndarray) -> dict[str, float | int]:
+  """P_FL against each client's own P_i, user by user ([U] metric values, users with test
+  items only): shares of wins, ties and losses.
+
+  Ties are common (a user's few test items: both lists often hit the same ones, or none), so
+  the sign test asks whether P_FL wins more often than it loses among the users where the two
+  differ (two-sided binomial test, p = 0.5).
+  """
+  wins = int(np.sum(federated_user > local_user))
+  losses = int(np.sum(federated_user < local_user))
+  count = max(len(federated_user), 1)
+  return {"clients": len(federated_user),
+          "fl_beats_local_share": wins / count,
+          "fl_ties_local_share": (len(federated_user) - wins - losses) / count,
+          "fl_loses_local_share": losses / count,
+          "fl_beats_local_among_differing": wins / max(wins + losses, 1),
+          "sign_test_p": (float(stats.binomtest(wins, wins + losses).pvalue)
+                          if wins + losses else 1.0)}

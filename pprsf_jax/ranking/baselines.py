@@ -47,7 +47,7 @@ def train_local_only(theta0, examples: ClientExamples, item_table: ItemTable, *,
 def _central_epoch(params, opt_state, features, labels, mask, *, key, local):
   """One pass over the pooled units (rows for "bce", lists for "softmax") in mini-batches."""
   count = features.shape[0]
-  batch = local.batch_size if local.loss == "bce" else local.lists_per_step
+  batch = local.units_per_step
   num_batches = count // batch
   order = jax.random.permutation(key, count)[: num_batches * batch].reshape(num_batches, batch)
   optimizer = optax.sgd(local.learning_rate)
@@ -84,7 +84,7 @@ def train_central(theta0, examples: ClientExamples, item_table: ItemTable, *, ke
                   local: LocalTraining, epochs: int):
   """P_Sum: mini-batch SGD over the pooled examples of every client, with the clients' loss."""
   features, labels, mask = (jnp.asarray(a) for a in _pooled_units(examples, item_table, local))
-  batch = local.batch_size if local.loss == "bce" else local.lists_per_step
+  batch = local.units_per_step
   if features.shape[0] < batch:
     unit = "examples" if local.loss == "bce" else "candidate lists with a positive"
     raise ValueError(f"central training needs at least {batch} {unit}, got {features.shape[0]}")

@@ -38,6 +38,11 @@ class LocalTraining:
   loss: str = "bce"  # "bce" (pointwise) or "softmax" (listwise)
   lists_per_step: int = 1  # "softmax": whole candidate lists per step
 
+  @property
+  def units_per_step(self) -> int:
+    """What one SGD step averages over: candidate rows ("bce") or candidate lists ("softmax")."""
+    return self.batch_size if self.loss == "bce" else self.lists_per_step
+
 
 # Training uses the client's key itself; compression and local DP noise draw from sub-streams.
 COMPRESSION_STREAM = 0xC0DE
@@ -82,11 +87,11 @@ def training_units(examples: ClientExamples, item_table: ItemTable, local: Local
   features = client_features(examples, item_table)  # [S * K, F]
   if local.loss == "bce":
     return (features, examples.labels.reshape(-1), examples.mask.reshape(-1), examples.mask,
-            local.batch_size)
+            local.units_per_step)
   num_lists, list_length = examples.mask.shape
   has_positive = jnp.sum(examples.mask * examples.labels, -1, keepdims=True) > 0
   return (features.reshape(num_lists, list_length, -1), examples.labels, examples.mask,
-          has_positive.astype(jnp.float32), local.lists_per_step)
+          has_positive.astype(jnp.float32), local.units_per_step)
 
 
 def unit_loss(local: LocalTraining, params, features, labels, mask, weights) -> jax.Array:
