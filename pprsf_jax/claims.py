@@ -95,6 +95,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
       # Older results.json files lack the sign test: those report None.
       "fl_beats_local_among_differing": _optional_mean_ci(runs, "fl_beats_local_among_differing"),
       "sign_test_p_max": _optional_max(runs, "sign_test_p"),
+      "whole_candidate_list": _whole_list_comparison(runs),
       "best_recall_only": [max(recall_only, key=lambda m, r=run: r["test"][m][ndcg])
                            for run in runs],
       "gain_over_best_recall": mean_ci(gains),
@@ -110,6 +111,20 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
       "valid_final": {method: float(np.mean([run["valid"][method][ndcg] for run in runs]))
                       for method in methods},
   }
+
+
+def _whole_list_comparison(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+  """P_FL vs P_i per client on each model's ordering of all the client's candidates (None for
+  results.json files from before it was measured)."""
+  compared = [run["local_only"].get("whole_candidate_list") for run in runs]
+  if any(comparison is None for comparison in compared):
+    return None
+  over_seeds = lambda field: mean_ci([comparison[field] for comparison in compared])
+  return {"metric": compared[0]["metric"],
+          "fl_beats_local_share": over_seeds("fl_beats_local_share"),
+          "fl_ties_local_share": over_seeds("fl_ties_local_share"),
+          "fl_beats_local_among_differing": over_seeds("fl_beats_local_among_differing"),
+          "sign_test_p_max": float(max(comparison["sign_test_p"] for comparison in compared))}
 
 
 def _mean_curve(curves: Sequence[Sequence[float | None]]) -> list[list[float]]:
@@ -171,6 +186,7 @@ def markdown(summary: dict[str, Any], command: str = "") -> str:
          f"; among the clients where the two differ, P_FL wins for "
          f"{percent(summary['fl_beats_local_among_differing'])} (two-sided sign test, "
          f"largest p over seeds {summary['sign_test_p_max']:.2g})."),
+      *_whole_list_line(summary["whole_candidate_list"], percent),
       f"- |P_Sum − P_FL| < δ: δ = {_cell(summary['delta_absolute'])} absolute, "
       f"{percent(summary['delta_relative'])} of P_Sum (P_Sum {_cell(summary['p_sum'])}, "
       f"P_FL {_cell(summary['p_fl'])}).",
@@ -196,6 +212,17 @@ def markdown(summary: dict[str, Any], command: str = "") -> str:
       "",
   ]
   return "\n".join(lines)
+
+
+def _whole_list_line(whole: dict[str, Any] | None, percent) -> list[str]:
+  if whole is None:
+    return []
+  return [f"- P_FL > P_i on each client's whole candidate list ({whole['metric']} of each model's "
+          f"ordering of all K candidates, where ties are rare): P_FL beats P_i for "
+          f"{percent(whole['fl_beats_local_share'])} of clients, ties for "
+          f"{percent(whole['fl_ties_local_share'])}; among the clients where the two differ it "
+          f"wins for {percent(whole['fl_beats_local_among_differing'])} (largest sign-test p "
+          f"over seeds {whole['sign_test_p_max']:.2g})."]
 
 
 def write(summary: dict[str, Any], folder: pathlib.Path, command: str = "") -> list[pathlib.Path]:

@@ -391,6 +391,15 @@ def _validation_curve(config: RunConfig, recall: RecallModels, public: PublicDat
   return evaluate
 
 
+def _per_user_pair(lists: dict[str, np.ndarray], metric: str, truth: Interactions,
+                   num_items: int) -> tuple[np.ndarray, np.ndarray]:
+  """P_FL's and P_i's per-user `metric` on `lists` [U, k], users with test items only."""
+  per_user = {name: per_user_metrics(*hit_matrix(lists[name], truth, num_items))[metric]
+              for name in ("federated (P_FL)", "local_only (P_i)")}
+  has_test = ~np.isnan(per_user["federated (P_FL)"])
+  return per_user["federated (P_FL)"][has_test], per_user["local_only (P_i)"][has_test]
+
+
 def _parameter_bytes(params) -> int:
   return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(params)))
 
@@ -498,13 +507,22 @@ def run(config: RunConfig, *, progress: bool = True,
         serving, known_private, positives=Interactions.empty(),
         candidates=(rank_given(serving.params, sampled_items[period],
                                user_chunk=config.recall.user_chunk) if sampled else None))
+    # P_FL and P_i order every candidate (their Top-T is the head): the per-client comparison
+    # also reads the whole ordering, where ties are rare.
+    whole = examples.items.shape[-2] * examples.items.shape[-1]
+    candidate_orders = {
+        "federated (P_FL)": rank_all(federated.params, examples, item_table, model=model,
+                                     top_t=whole, per_client_params=False),
+        "local_only (P_i)": rank_all(local_only, examples, item_table, model=model, top_t=whole,
+                                     per_client_params=True),
+    }
+    head = lambda request: TopTRequest(items=request.items[:, :top_t],
+                                       scores=request.scores[:, :top_t])
     ranked = {
-        "p_fl": rank_all(federated.params, examples, item_table, model=model, top_t=top_t,
-                         per_client_params=False),
+        "p_fl": head(candidate_orders["federated (P_FL)"]),
         "p_sum": rank_all(central, examples, item_table, model=model, top_t=top_t,
                           per_client_params=False),
-        "p_i": rank_all(local_only, examples, item_table, model=model, top_t=top_t,
-                        per_client_params=True),
+        "p_i": head(candidate_orders["local_only (P_i)"]),
         "p_fl_ft": rank_all(personalised, examples, item_table, model=model, top_t=top_t,
                             per_client_params=True),
     }
@@ -536,16 +554,18 @@ def run(config: RunConfig, *, progress: bool = True,
         "personalised (P_FL + fine-tune)": np.asarray(ranked["p_fl_ft"].items[:, :top_k]),
         "pprsf (P_FL + re-rank)": final,
     }
-    return lists, np.asarray(request.items), np.asarray(examples.items.reshape(n, -1)), variants
+    orders = {name: np.asarray(order.items) for name, order in candidate_orders.items()}
+    return (lists, np.asarray(request.items), np.asarray(examples.items.reshape(n, -1)), variants,
+            orders)
 
   # Period 1 (validation): serve, then the service layer logs what users did.
-  valid_lists, _, _, _ = serve(public.history, private.history, period=1)
+  valid_lists, _, _, _, _ = serve(public.history, private.history, period=1)
   service = serve_period(valid_lists["pprsf (P_FL + re-rank)"], data.valid, m)
   valid_metrics = {name: evaluate_lists(lists, data.valid.interactions, m)
                    for name, lists in valid_lists.items()}
   lap("serve_valid")
   # Period 2 (test): the logs fed back — the server knows more public history, clients more private.
-  test_lists, test_requests, test_candidates, test_variants = serve(
+  test_lists, test_requests, test_candidates, test_variants, test_orders = serve(
       public.history + service.public, private.history + service.private, period=2,
       rerank_settings=True)
   # Beyond accuracy: popularity (novelty) as the server knows it from the public train log.
@@ -563,10 +583,9 @@ def run(config: RunConfig, *, progress: bool = True,
 
   ndcg = f"ndcg@{top_k}"
   p_fl, p_sum = test_metrics["federated (P_FL)"][ndcg], test_metrics["central (P_Sum)"][ndcg]
-  per_user = {name: per_user_metrics(*hit_matrix(test_lists[name], data.test.interactions, m))[ndcg]
-              for name in ("federated (P_FL)", "local_only (P_i)")}
-  has_test = ~np.isnan(per_user["federated (P_FL)"])
-  fl_user, local_user = per_user["federated (P_FL)"][has_test], per_user["local_only (P_i)"][has_test]
+  fl_user, local_user = _per_user_pair(test_lists, ndcg, data.test.interactions, m)
+  ndcg_whole = f"ndcg@{test_orders['federated (P_FL)'].shape[1]}"
+  fl_whole, local_whole = _per_user_pair(test_orders, ndcg_whole, data.test.interactions, m)
   return {
       "config": config_lib.to_dict(config),
       "dataset": {"name": tables.name, "source_format": tables.source_format, "users": n,
@@ -579,8 +598,12 @@ def run(config: RunConfig, *, progress: bool = True,
       "valid": valid_metrics,
       "delta": {"metric": ndcg, "p_fl": p_fl, "p_sum": p_sum, "absolute": abs(p_sum - p_fl),
                 "relative": abs(p_sum - p_fl) / p_sum if p_sum > 0 else float("nan")},
+      # P_FL against each client's own P_i on its final top-k list; "whole_candidate_list":
+      # the same on each model's ordering of all the client's candidates (K-deep NDCG).
       "local_only": {"mean": float(local_user.mean()), "best": float(local_user.max()),
-                     **compare_per_user(fl_user, local_user)},
+                     **compare_per_user(fl_user, local_user),
+                     "whole_candidate_list": {"metric": ndcg_whole,
+                                              **compare_per_user(fl_whole, local_whole)}},
       "federated": {"rounds": config.federated.rounds, "final_loss": federated.losses[-1],
                     "losses": federated.losses, "rejected_uploads": federated.rejected,
                     # P_FL's validation NDCG@k after every eval.every_rounds-th round (None

@@ -124,3 +124,23 @@ def test_report_gives_the_sign_test_when_the_runs_have_it(tmp_path):
   assert "largest p over seeds 0.03" in report
   # Results from before the sign test existed still summarise, without it.
   assert claims.summarize(runs())["fl_beats_local_among_differing"] is None
+
+
+def test_report_gives_the_whole_candidate_list_comparison_when_the_runs_have_it():
+  with_whole = runs()
+  for seed, run in enumerate(with_whole):
+    run["local_only"]["whole_candidate_list"] = {
+        "metric": "ndcg@200", "fl_beats_local_share": 0.50 + 0.02 * seed,
+        "fl_ties_local_share": 0.01, "fl_beats_local_among_differing": 0.52 + 0.02 * seed,
+        "sign_test_p": 0.1 / (seed + 1)}
+  whole = claims.summarize(with_whole)["whole_candidate_list"]
+  assert whole["metric"] == "ndcg@200"
+  assert whole["fl_beats_local_share"][0] == pytest.approx(0.52)
+  assert whole["fl_beats_local_among_differing"][0] == pytest.approx(0.54)
+  assert whole["sign_test_p_max"] == pytest.approx(0.1)
+  report = claims.markdown(claims.summarize(with_whole))
+  assert "whole candidate list (ndcg@200" in report and "beats P_i for 52.0" in report
+  # A seed without it (an older results.json) leaves it out rather than averaging fewer seeds.
+  del with_whole[1]["local_only"]["whole_candidate_list"]
+  assert claims.summarize(with_whole)["whole_candidate_list"] is None
+  assert "whole candidate list" not in claims.markdown(claims.summarize(with_whole))

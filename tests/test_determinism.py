@@ -81,3 +81,15 @@ def test_same_seed_gives_identical_losses(runs):
 def test_other_seed_gives_other_losses(runs):
   assert runs["first"]["federated"]["losses"] != runs["other_seed"]["federated"]["losses"]
   assert not _same(runs["first"]["test"], runs["other_seed"]["test"])
+
+
+def test_per_client_comparison_reads_the_final_list_and_the_whole_candidate_list(runs):
+  local_only = runs["first"]["local_only"]
+  whole = local_only["whole_candidate_list"]
+  assert whole["metric"] == "ndcg@20"  # recall.num_candidates: every candidate, ordered
+  assert whole["clients"] == local_only["clients"] > 0
+  for comparison in (local_only, whole):
+    shares = (comparison["fl_beats_local_share"] + comparison["fl_ties_local_share"]
+              + comparison["fl_loses_local_share"])
+    assert shares == pytest.approx(1.0)
+    assert 0.0 <= comparison["sign_test_p"] <= 1.0
