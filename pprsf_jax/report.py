@@ -27,7 +27,11 @@ def results_table(results: dict[str, Any]) -> str:
       f"({100 * delta['relative']:.1f}% of P_Sum)",
       f"local-only P_i {delta['metric']}: mean {local['mean']:.4f}, best client {local['best']:.4f}; "
       f"P_FL beats P_i for {100 * local['fl_beats_local_share']:.1f}% of clients "
-      f"(ties {100 * local['fl_ties_local_share']:.1f}%)",
+      f"(ties {100 * local['fl_ties_local_share']:.1f}%)"
+      + ("" if "whole_candidate_list" not in local else
+         f"; on each client's whole candidate ordering ({local['whole_candidate_list']['metric']}) "
+         f"for {100 * local['whole_candidate_list']['fl_beats_local_share']:.1f}% "
+         f"(ties {100 * local['whole_candidate_list']['fl_ties_local_share']:.1f}%)"),
       f"data: {dataset['name']} ({dataset['source_format']}), {dataset['users']} users, "
       f"{dataset['items']} items; seed {results['config']['seed']}",
   ]

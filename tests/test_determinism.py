@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pprsf_jax import pipeline
+from pprsf_jax import pipeline, report
 from pprsf_jax.config import RunConfig, apply_overrides
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "synthetic_tiny.py"
@@ -93,3 +93,7 @@ def test_per_client_comparison_reads_the_final_list_and_the_whole_candidate_list
               + comparison["fl_loses_local_share"])
     assert shares == pytest.approx(1.0)
     assert 0.0 <= comparison["sign_test_p"] <= 1.0
+  table = report.results_table(runs["first"])
+  assert (f"for {100 * local_only['fl_beats_local_share']:.1f}% of clients" in table
+          and f"whole candidate ordering (ndcg@20) for {100 * whole['fl_beats_local_share']:.1f}%"
+          in table)
