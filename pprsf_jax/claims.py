@@ -34,14 +34,20 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
   return float(values.mean()), float(half)
 
 
-def _optional_mean_ci(runs: Sequence[dict[str, Any]], field: str):
-  values = [run["local_only"].get(field) for run in runs]
-  return None if any(value is None for value in values) else mean_ci(values)
+def _comparison_over_seeds(comparisons: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """One per-client P_FL vs P_i comparison (`metrics.compare_per_user`'s fields), one per seed:
+  shares as mean ± CI, the largest sign-test p. A field some seed's results.json lacks (written
+  before it was measured) comes out None rather than averaged over fewer seeds."""
+  def present(field):
+    values = [comparison.get(field) for comparison in comparisons]
+    return None if any(value is None for value in values) else values
 
-
-def _optional_max(runs: Sequence[dict[str, Any]], field: str):
-  values = [run["local_only"].get(field) for run in runs]
-  return None if any(value is None for value in values) else float(max(values))
+  over_seeds = lambda field: None if present(field) is None else mean_ci(present(field))
+  p_values = present("sign_test_p")
+  return {"fl_beats_local_share": over_seeds("fl_beats_local_share"),
+          "fl_ties_local_share": over_seeds("fl_ties_local_share"),
+          "fl_beats_local_among_differing": over_seeds("fl_beats_local_among_differing"),
+          "sign_test_p_max": None if p_values is None else float(max(p_values))}
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -90,11 +96,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
       "delta_relative": mean_ci([run["delta"]["relative"] for run in runs]),
       "p_fl": mean_ci(per_seed(FEDERATED, ndcg)),
       "p_sum": mean_ci(per_seed(CENTRAL, ndcg)),
-      "fl_beats_local_share": mean_ci([run["local_only"]["fl_beats_local_share"] for run in runs]),
-      "fl_ties_local_share": mean_ci([run["local_only"]["fl_ties_local_share"] for run in runs]),
-      # Older results.json files lack the sign test: those report None.
-      "fl_beats_local_among_differing": _optional_mean_ci(runs, "fl_beats_local_among_differing"),
-      "sign_test_p_max": _optional_max(runs, "sign_test_p"),
+      # On the final top-k lists; older results.json files lack the sign test (None).
+      **_comparison_over_seeds([run["local_only"] for run in runs]),
       "whole_candidate_list": _whole_list_comparison(runs),
       "best_recall_only": [max(recall_only, key=lambda m, r=run: r["test"][m][ndcg])
                            for run in runs],
@@ -119,12 +122,7 @@ def _whole_list_comparison(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | N
   compared = [run["local_only"].get("whole_candidate_list") for run in runs]
   if any(comparison is None for comparison in compared):
     return None
-  over_seeds = lambda field: mean_ci([comparison[field] for comparison in compared])
-  return {"metric": compared[0]["metric"],
-          "fl_beats_local_share": over_seeds("fl_beats_local_share"),
-          "fl_ties_local_share": over_seeds("fl_ties_local_share"),
-          "fl_beats_local_among_differing": over_seeds("fl_beats_local_among_differing"),
-          "sign_test_p_max": float(max(comparison["sign_test_p"] for comparison in compared))}
+  return {"metric": compared[0]["metric"], **_comparison_over_seeds(compared)}
 
 
 def _mean_curve(curves: Sequence[Sequence[float | None]]) -> list[list[float]]:
