@@ -36,6 +36,7 @@ from pprsf_jax import pipeline
 from pprsf_jax.config import ConfigError, RunConfig
 from pprsf_jax.data.timeline import Timeline, build_timeline
 from pprsf_jax.metrics import beyond_accuracy, hit_matrix, per_user_metrics
+from pprsf_jax.privacy.server_view import IGNORED
 from pprsf_jax.ranking import init_params, make_item_table, num_features
 from pprsf_jax.recall import item_counts
 from pprsf_jax.rerank import final_list, make_reranker
@@ -68,14 +69,6 @@ def day_seed(seed: int, day: int) -> int:
   return int(np.random.SeedSequence([seed, day]).generate_state(1)[0] % (2**31 - 1))
 
 
-def _present(data, num_users: int) -> np.ndarray:
-  """Users with any logged interaction before the day: the devices already on the platform."""
-  seen = np.zeros(num_users, bool)
-  seen[data.public.history.user] = True
-  seen[data.private.history.user] = True
-  return seen
-
-
 def _list_metrics(lists: np.ndarray, truth: Interactions, active: np.ndarray, genres: np.ndarray,
                   counts: np.ndarray, num_users: int) -> dict[str, float]:
   """Accuracy of the lists shown to `active` users against their day, and beyond accuracy."""
@@ -96,8 +89,9 @@ def _date(seconds: int) -> str:
 
 
 def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *, progress: bool,
-            log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
-  """One day of the loop; returns the day's Θ and its record."""
+            log: Callable[[str], None], server_view=IGNORED) -> tuple[Any, dict[str, Any]]:
+  """One day of the loop; returns the day's Θ and its record. What the server receives or
+  computes is recorded in `server_view` (`pprsf_jax.privacy.server_view`)."""
   clock = time.perf_counter()
   timings: dict[str, float] = {}
 
@@ -113,12 +107,15 @@ def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *, prog
   seed = day_seed(config.seed, day)
 
   # Server: recall retrained on the public log as it stands this morning.
+  server_view.record("recall.history", public.history)
+  server_view.record("recall.folds", public.fold)
+  server_view.record("recall.devices", public.devices)
   recall = pipeline.train_recall(public, config.recall, seed, ("popularity",))
   lap("recall")
 
-  # Clients already on the platform continue federated training from yesterday's Θ.
-  present = np.flatnonzero(_present(data, n))
-  examples = pipeline.training_examples(recall, public, private, config.recall)
+  # Devices already registered with the server continue federated training from yesterday's Θ.
+  present = np.flatnonzero(public.devices)
+  examples = pipeline.training_examples(recall, public, private, config.recall, server_view)
   examples = jax.tree.map(lambda leaf: leaf[present], examples)
   item_table = make_item_table(public.catalogue)
   local = pipeline.local_training(config)
@@ -126,18 +123,25 @@ def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *, prog
       config, seed=seed,
       federated=dataclasses.replace(config.federated, rounds=config.online.rounds_per_day),
       eval=dataclasses.replace(config.eval, every_rounds=0))
+  # Cohorts draw positions in `present`: the declared uploads are recorded by those positions.
   training = pipeline.train_federated(theta, examples, item_table, day_config, local,
-                                      progress=progress, log=log)
+                                      progress=progress, log=log, server_view=server_view)
   theta = training.params
   lap("federated_training")
 
   # Serving: every user ranks the server's candidates on its device; the server re-ranks.
+  candidates = pipeline.candidates_for(recall.serving.params, config.recall.num_candidates,
+                                       recall.serving.known, config.recall)
+  server_view.record("candidates.serving", candidates)
   serving = pipeline.examples_from_recall(recall.serving, private.history, Interactions.empty(),
-                                          public=public, private=private, config=config.recall)
+                                          public=public, private=private, config=config.recall,
+                                          candidates=candidates)
   top_t, top_k = config.ranking.top_t, config.eval.top_k
   request = pipeline.rank_all(theta, serving, item_table, model=local.model, top_t=top_t,
                               per_client_params=False)
+  server_view.record("request.items", request.items)
   context = pipeline.rerank_context(public, public.history)
+  server_view.record("rerank.context", context)
   final = np.asarray(final_list(make_reranker(config.rerank)(request, context), top_k))
   everything = public.history + private.history
   lists = {
@@ -231,11 +235,18 @@ def summarize(records: list[dict[str, Any]], top_k: int) -> dict[str, Any]:
 
 def run_online(config: RunConfig, *, progress: bool = True, tables=None,
                log: Callable[[str], None] = lambda message: None,
-               run_dir: pathlib.Path | None = None) -> dict[str, Any]:
-  """Runs `config.online.days` days of the service loop and returns every day's record."""
+               run_dir: pathlib.Path | None = None, timeline: Timeline | None = None,
+               server_view=IGNORED) -> dict[str, Any]:
+  """Runs `config.online.days` days of the service loop and returns every day's record.
+
+  `timeline` replaces the one built from `tables` (the privacy-boundary test passes one whose
+  private rows it rewrote); `server_view` keeps what the server receives or computes.
+  """
   check_online(config)
-  tables = pipeline.load_tables(config.data, config.seed) if tables is None else tables
-  timeline = build_timeline(tables, config.data, config.online, config.seed)
+  if timeline is None:
+    tables = pipeline.load_tables(config.data, config.seed) if tables is None else tables
+    timeline = build_timeline(tables, config.data, config.online, config.seed)
+  tables = timeline.tables
   first = timeline.view(1)
   log(f"data: {tables.num_users} users, {tables.num_items} items, {tables.num_ratings} "
       f"interactions; {int(np.sum(timeline.day == 0))} logged before day 1, "
@@ -248,7 +259,8 @@ def run_online(config: RunConfig, *, progress: bool = True, tables=None,
   if run_dir is not None:
     theta, records = _resume(run_dir, theta, log)
   for day in range(len(records) + 1, config.online.days + 1):
-    theta, record = run_day(timeline, day, theta, config, progress=progress, log=log)
+    theta, record = run_day(timeline, day, theta, config, progress=progress, log=log,
+                            server_view=server_view)
     records.append(record)
     if run_dir is not None:
       _write_days(run_dir, records)

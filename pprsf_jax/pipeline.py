@@ -25,7 +25,7 @@ from pprsf_jax import config as config_lib
 from pprsf_jax import checkpoint
 from pprsf_jax.aggregation import client_state_bytes, init_client_states, init_server_state
 from pprsf_jax.config import DataConfig, RecallConfig, RunConfig
-from pprsf_jax.data.dataset import AGE_BUCKET_EDGES, FederatedDataset, build_dataset
+from pprsf_jax.data.dataset import AGE_BUCKET_EDGES, FederatedDataset, Partition, build_dataset
 from pprsf_jax.data.movielens import MovieLensTables, load_movielens
 from pprsf_jax.data.synthetic import generate_synthetic
 from pprsf_jax.metrics import (beyond_accuracy, compare_per_user, evaluate_lists, hit_matrix,
@@ -36,6 +36,7 @@ from pprsf_jax.privacy.central_dp import current_clip_norm
 from pprsf_jax.privacy.curious_server import audit, observe_uploads
 from pprsf_jax.privacy.decoys import drop_decoys, pad_request
 from pprsf_jax.privacy.secure_round import config_for_cohort
+from pprsf_jax.privacy.server_view import IGNORED
 from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP,
                                gather_client_states, init_params, make_item_table, make_round,
                                num_features, rank_candidates, scatter_client_states,
@@ -160,14 +161,20 @@ def examples_from_recall(source: Recall, known_private: Interactions, positives:
 
 
 def training_examples(recall: RecallModels, public: PublicData, private: PrivateData,
-                      config: RecallConfig) -> ClientExamples:
-  """Every client's ranking-training examples [N, S, K, ...]: clients label each fold's
-  candidates with that fold's interactions, which its recall model never saw (one list per fold).
+                      config: RecallConfig, server_view=IGNORED) -> ClientExamples:
+  """Every client's ranking-training examples [N, S, K, ...]: the server sends each fold's
+  candidates (recorded in `server_view`); clients label them with that fold's interactions,
+  which its recall model never saw (one list per fold).
   """
-  return stack_lists([
-      examples_from_recall(fold_recall, private.context(f), public.labels(f) + private.labels(f),
-                           public=public, private=private, config=config)
-      for f, fold_recall in enumerate(recall.folds)])
+  lists = []
+  for f, fold_recall in enumerate(recall.folds):
+    candidates = candidates_for(fold_recall.params, config.num_candidates, fold_recall.known,
+                                config)
+    server_view.record("candidates.training", candidates)
+    lists.append(examples_from_recall(
+        fold_recall, private.context(f), public.labels(f) + private.labels(f), public=public,
+        private=private, config=config, candidates=candidates))
+  return stack_lists(lists)
 
 
 def local_training(config: RunConfig) -> LocalTraining:
@@ -193,9 +200,10 @@ def _pad_requests(request: TopTRequest, examples: ClientExamples, key, *,
                   num_decoys: int) -> tuple[TopTRequest, jax.Array]:
   """Every client pads its request with decoys (client side; the decoys [U, D] stay there)."""
   users = request.items.shape[0]
-  items, scores, decoys = jax.vmap(pad_request, in_axes=(0, 0, 0, 0, 0, None))(
+  # Decoys come from what the server sent (items), never from the client's private filter (mask).
+  items, scores, decoys = jax.vmap(pad_request, in_axes=(0, 0, 0, 0, None))(
       request.items, request.scores, examples.items.reshape(users, -1),
-      examples.mask.reshape(users, -1), jax.random.split(key, users), num_decoys)
+      jax.random.split(key, users), num_decoys)
   return TopTRequest(items=items, scores=scores), decoys
 
 
@@ -246,7 +254,8 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
                     attackers: np.ndarray | None = None,
                     checkpoints: pathlib.Path | None = None,
                     log: Callable[[str], None] = lambda message: None,
-                    evaluate: Callable[[Any], float] | None = None) -> FederatedTraining:
+                    evaluate: Callable[[Any], float] | None = None,
+                    server_view=IGNORED) -> FederatedTraining:
   """Rounds of: sample a cohort, gather its padded batch on the host, run the jitted round.
 
   `examples` are every client's precomputed examples [N, ...], or a `CohortSource` that builds
@@ -256,7 +265,8 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
   With `checkpoints`, the whole training state is saved there every `config.checkpoint_every`
   rounds (and after the last), and training resumes from the newest good checkpoint found:
   a resumed run ends bit for bit where an uninterrupted one would. `evaluate(Theta)` is
-  recorded after every `config.eval.every_rounds`-th round and the last (`curve`).
+  recorded after every `config.eval.every_rounds`-th round and the last (`curve`). What each
+  round's uploads declare beside their updates is recorded in `server_view`.
 
   With several devices (or processes under `jax.distributed`), each cohort's clients are
   sharded over all of them (`pprsf_jax.ranking.sharding`); Θ then matches a single device's
@@ -324,6 +334,8 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
                                      per_client[4])
     scatter_client_states(clients, ids, sharding.to_host(rows))
     metrics = sharding.to_host(metrics)
+    server_view.record("upload.declared", (ids, jax.tree.map(lambda a: a[:len(ids)],
+                                                             metrics.declared)))
     state["loss"][round_index] = float(metrics.loss)
     state["rejected"][round_index] = int(metrics.rejected)
     state["dropped"][round_index] = int(metrics.dropped)
@@ -357,12 +369,23 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
 
 
 # ------------------------------------------------------------------------------------ the run
+class Served(NamedTuple):
+  """One serving period, as `run` evaluates it."""
+
+  lists: dict[str, np.ndarray]  # [U, top_k] each method's final lists
+  requests: np.ndarray  # [U, T + D] the items each request sent the server names
+  candidates: np.ndarray  # [U, K] the candidates the server sent
+  filtered: np.ndarray  # [U, K] bool: those each client filtered out as privately known
+  variants: dict[str, np.ndarray]  # PPRSF's final lists under other re-rank settings
+  orders: dict[str, np.ndarray]  # P_FL's and P_i's ordering of every candidate
+
+
 def _audit(config: RunConfig, federated: FederatedTraining, examples: ClientExamples,
-           item_table: ItemTable, local: LocalTraining, requests: np.ndarray,
-           candidates: np.ndarray, tables: MovieLensTables, num_items: int) -> dict[str, Any]:
+           item_table: ItemTable, local: LocalTraining, served: Served,
+           tables: MovieLensTables, num_items: int) -> dict[str, Any]:
   """The curious server's attacks on the uploads of the round after training and the test
   period's Top-T requests, scored against the users' true attributes."""
-  uploads, lifts = observe_uploads(
+  uploads, lifts, declared = observe_uploads(
       federated.params, examples, item_table, local=local, algorithm=federated.algorithm,
       broadcast=federated.broadcast, states=federated.clients,
       seed_key=stream_key(config.seed, "clients"), round_index=config.federated.rounds,
@@ -370,8 +393,10 @@ def _audit(config: RunConfig, federated: FederatedTraining, examples: ClientExam
   attributes = {"gender": tables.gender.astype(np.int64),
                 "age_group": np.searchsorted(AGE_BUCKET_EDGES, tables.age, side="right"),
                 "occupation": tables.occupation.astype(np.int64)}
-  return audit(uploads=uploads, lifts=lifts, examples=examples, requests=requests,
-               candidates=candidates, num_items=num_items, attributes=attributes, seed=config.seed)
+  return audit(uploads=uploads, lifts=lifts, declared=declared, examples=examples,
+               requests=served.requests, candidates=served.candidates,
+               filtered=served.filtered, num_items=num_items, attributes=attributes,
+               seed=config.seed)
 
 
 def _validation_curve(config: RunConfig, recall: RecallModels, public: PublicData,
@@ -408,13 +433,17 @@ def run(config: RunConfig, *, progress: bool = True,
         tables: MovieLensTables | None = None,
         log: Callable[[str], None] = lambda message: None,
         run_dir: pathlib.Path | None = None,
-        recall_cache: dict | None = None) -> dict[str, Any]:
+        recall_cache: dict | None = None,
+        partition: Partition | None = None,
+        server_view=IGNORED) -> dict[str, Any]:
   """Runs PPRSF end to end and returns the results (see README for the keys).
 
   With `run_dir`, federated training checkpoints into `run_dir/checkpoints` and resumes from
   there; every other stage is deterministic and cheap, so it is recomputed. `recall_cache`
   (a dict the caller keeps) reuses recall models across runs that share data, recall config and
-  seed, as sweeps over federated settings do.
+  seed, as sweeps over federated settings do. `partition` replaces nature's draw of periods and
+  private rows (`pprsf_jax.data.dataset.draw_partition`); `server_view` keeps everything the
+  server receives or computes (`pprsf_jax.privacy.server_view`).
   """
   timings: dict[str, float] = {}
   clock = time.perf_counter()
@@ -426,8 +455,11 @@ def run(config: RunConfig, *, progress: bool = True,
     clock = now
 
   tables = load_tables(config.data, config.seed) if tables is None else tables
-  data: FederatedDataset = build_dataset(tables, config.data, config.seed)
+  data: FederatedDataset = build_dataset(tables, config.data, config.seed, partition)
   public, private = data.public, data.private
+  server_view.record("recall.history", public.history)
+  server_view.record("recall.folds", public.fold)
+  server_view.record("recall.devices", public.devices)
   n, m, k = public.num_users, public.num_items, config.recall.num_candidates
   lap("data")
   log(f"data: {n} users, {m} items, {tables.num_ratings} interactions")
@@ -444,7 +476,7 @@ def run(config: RunConfig, *, progress: bool = True,
 
   examples_for = functools.partial(examples_from_recall, public=public, private=private,
                                    config=config.recall)
-  train_examples = training_examples(recall, public, private, config.recall)
+  train_examples = training_examples(recall, public, private, config.recall, server_view)
   lap("recall")
   local = local_training(config)
   model = local.model
@@ -459,7 +491,8 @@ def run(config: RunConfig, *, progress: bool = True,
                               progress=progress, log=log, attackers=attackers,
                               checkpoints=None if run_dir is None else run_dir / "checkpoints",
                               evaluate=_validation_curve(config, recall, public, private,
-                                                         data.valid, item_table, model))
+                                                         data.valid, item_table, model),
+                              server_view=server_view)
   lap("federated_training")
   central = train_central(theta0, train_examples, item_table,
                           key=stream_key(config.seed, "central"), local=local,
@@ -491,10 +524,10 @@ def run(config: RunConfig, *, progress: bool = True,
                      for period, truth in ((1, data.valid), (2, data.test))}
 
   def serve(known_public: Interactions, known_private: Interactions, period: int,
-            rerank_settings: bool = False):
-    """One serving round; returns the lists of every method, [U, top_k] each, the requests
-    the clients sent the server and the candidate lists it sent them. Under the sampled
-    protocol every method ranks the period's sampled items instead of the whole catalogue."""
+            rerank_settings: bool = False) -> Served:
+    """One serving round: every method's lists, the requests the clients sent the server and
+    the candidate lists it sent them. Under the sampled protocol every method ranks the
+    period's sampled items instead of the whole catalogue."""
     serving = recall.serving._replace(known=known_public)  # the logs grew since training
 
     def recall_only(params: RecallParams, exclude: Interactions) -> np.ndarray:
@@ -503,10 +536,14 @@ def run(config: RunConfig, *, progress: bool = True,
                           ).items[:, :top_k]
       return candidates_for(params, top_k, exclude, config.recall).items
 
-    examples = examples_for(
-        serving, known_private, positives=Interactions.empty(),
-        candidates=(rank_given(serving.params, sampled_items[period],
-                               user_chunk=config.recall.user_chunk) if sampled else None))
+    server_view.record("service.public_log", known_public)
+    candidates = (rank_given(serving.params, sampled_items[period],
+                             user_chunk=config.recall.user_chunk) if sampled
+                  else candidates_for(serving.params, config.recall.num_candidates,
+                                      serving.known, config.recall))
+    server_view.record("candidates.serving", candidates)
+    examples = examples_for(serving, known_private, positives=Interactions.empty(),
+                            candidates=candidates)
     # P_FL and P_i order every candidate (their Top-T is the head): the per-client comparison
     # also reads the whole ordering, where ties are rare.
     whole = examples.items.shape[-2] * examples.items.shape[-1]
@@ -527,11 +564,13 @@ def run(config: RunConfig, *, progress: bool = True,
                             per_client_params=True),
     }
     context = rerank_context(public, known_public)
+    server_view.record("rerank.context", context)
     request = ranked["p_fl"]
     if decoys:  # request privacy: hide the Top-T among decoys, drop them from the answer
       request, decoy_items = _pad_requests(request, examples,
                                            stream_key(config.seed, "decoys", period),
                                            num_decoys=decoys)
+    server_view.record("request.items", request.items)
 
     def answer(rerank: Strategy) -> np.ndarray:
       """[U, top_k] what each client shows: the server's re-ranked answer (decoys dropped)."""
@@ -555,19 +594,21 @@ def run(config: RunConfig, *, progress: bool = True,
         "pprsf (P_FL + re-rank)": final,
     }
     orders = {name: np.asarray(order.items) for name, order in candidate_orders.items()}
-    return (lists, np.asarray(request.items), np.asarray(examples.items.reshape(n, -1)), variants,
-            orders)
+    items = np.asarray(examples.items.reshape(n, -1))
+    return Served(lists=lists, requests=np.asarray(request.items), candidates=items,
+                  filtered=(items >= 0) & (np.asarray(examples.mask.reshape(n, -1)) == 0),
+                  variants=variants, orders=orders)
 
   # Period 1 (validation): serve, then the service layer logs what users did.
-  valid_lists, _, _, _, _ = serve(public.history, private.history, period=1)
+  valid_lists = serve(public.history, private.history, period=1).lists
   service = serve_period(valid_lists["pprsf (P_FL + re-rank)"], data.valid, m)
   valid_metrics = {name: evaluate_lists(lists, data.valid.interactions, m)
                    for name, lists in valid_lists.items()}
   lap("serve_valid")
   # Period 2 (test): the logs fed back — the server knows more public history, clients more private.
-  test_lists, test_requests, test_candidates, test_variants, test_orders = serve(
-      public.history + service.public, private.history + service.private, period=2,
-      rerank_settings=True)
+  served = serve(public.history + service.public, private.history + service.private, period=2,
+                 rerank_settings=True)
+  test_lists, test_variants, test_orders = served.lists, served.variants, served.orders
   # Beyond accuracy: popularity (novelty) as the server knows it from the public train log.
   public_counts = item_counts(public.history, m)
   scores = lambda lists: (evaluate_lists(lists, data.test.interactions, m)
@@ -578,7 +619,7 @@ def run(config: RunConfig, *, progress: bool = True,
   privacy_results = dict(federated.privacy)
   if config.privacy.audit:
     privacy_results["audit"] = _audit(config, federated, federated_examples, item_table, local,
-                                      test_requests, test_candidates, tables, m)
+                                      served, tables, m)
     lap("privacy_audit")
 
   ndcg = f"ndcg@{top_k}"

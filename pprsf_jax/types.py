@@ -79,6 +79,9 @@ class PublicData(NamedTuple):
   history: Interactions  # every public train interaction: the serving recall model trains on it
   fold: np.ndarray  # [R] int32 cross-fitting fold of each history interaction, in [0, num_folds)
   num_folds: int
+  # [N] bool: the devices registered with the server (the users who have signed up). Federated
+  # training samples its cohorts from these; the server never infers them from private data.
+  devices: np.ndarray
 
   def context(self, fold: int) -> Interactions:
     return _select(self.history, self.fold != fold)
@@ -119,8 +122,10 @@ class ClientUpload(NamedTuple):
   """What one client (or a stacked cohort) sends to the server after local training."""
 
   delta: Params  # theta_i - Theta as the server decodes it, same structure as the global params
-  num_examples: Any  # [] (or [C]) float32: valid examples the client trained on
-  num_steps: Any  # [] (or [C]) int32: local SGD steps it took (FedNova normalises by them)
+  # The two counts come from the candidate lists the server sent, never from private data
+  # (`pprsf_jax.ranking.client.public_upload_counts`): the server could compute them itself.
+  num_examples: Any  # [] (or [C]) float32: the client's real candidate slots (its weight)
+  num_steps: Any  # [] (or [C]) int32: local SGD steps its lists plan for (FedNova's tau_i)
   extra: Any  # what the client-side algorithm adds (SCAFFOLD's control-variate change), or ()
   num_bytes: Any  # [] (or [C]) float32: size on the wire of delta + extra as encoded
 

@@ -256,3 +256,18 @@ def test_interaction_inference_auc_by_hand():
   assert np.isnan(interaction_inference_auc(scores[2:], interacted[2:], valid[2:]))
   with pytest.raises(ValueError, match="\\[N, K\\]"):
     interaction_inference_auc(scores, interacted[:, :3], valid)
+
+
+def test_request_membership_attack_reads_absences_and_nothing_else():
+  """Requests that leave out the privately known candidates give them away (AUC 1); requests
+  that name every candidate, privately known ones as decoys in random places, do not (≈ 0.5)."""
+  from pprsf_jax.privacy.curious_server import (  # pylint: disable=import-outside-toplevel
+      request_membership_auc)
+  rng = np.random.default_rng(0)
+  n, k = 200, 12
+  candidates = np.stack([rng.permutation(100)[:k] for _ in range(n)]).astype(np.int32)
+  filtered = rng.random((n, k)) < 0.25
+  leaky = np.where(filtered, -1, candidates)  # the old decoys: never a filtered candidate
+  assert request_membership_auc(leaky, candidates, filtered) == 1.0
+  shuffled = np.stack([rng.permutation(row) for row in candidates])  # everything, any order
+  assert abs(request_membership_auc(shuffled, candidates, filtered) - 0.5) < 0.05

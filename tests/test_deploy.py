@@ -29,13 +29,11 @@ def device_uploads(setup, config, devices, server, round_index, cohort):
     own, catalogue = devices[user]
     examples = device.device_examples(own, coordinator.training_lists(setup, user),
                                       catalogue.genres)
-    upload, metrics = device.train_on_device(
+    reply = device.train_on_device(
         server.params, examples, make_item_table(catalogue),
         seed_key=pipeline.stream_key(config.seed, "clients"), round_index=round_index,
         client_id=user, local=setup.local, algorithm=algorithm)
-    received.append(coordinator.Received(user, upload.delta, float(upload.num_examples),
-                                         int(upload.num_steps), float(upload.num_bytes),
-                                         float(metrics.loss), None))
+    received.append(coordinator.Received(user, reply.delta, reply.num_bytes, None))
   return received
 
 
@@ -66,7 +64,6 @@ def test_devices_and_coordinator_reach_the_simulators_theta(deploy_config, deplo
                               cohort)
     outcome = coordinator.aggregate(deploy_setup, server, received, round_index)
     assert outcome.accepted.all() and not outcome.refused
-    assert outcome.loss == pytest.approx(reference.losses[round_index], rel=1e-5)
     server = outcome.server
   assert max_difference(server.params, reference.params) <= 1e-6
 

@@ -118,14 +118,20 @@ def test_request_features_are_the_requested_items():
 
 def test_audit_finds_the_leak_and_local_dp_closes_it():
   """The curious server reads gender and interactions from plain uploads; noise removes that.
-  (The first run also pads requests with decoys, which leaves the uploads as they are.)"""
+  (The first run also pads requests with D = K - T decoys, which leaves the uploads as they are
+  and names every candidate in each request: request membership tells the server nothing.)"""
   base = apply_overrides(load_config("configs/synthetic_tiny.py"),
                          ["privacy.audit=true", "federated.rounds=3", "checkpoint_every=0"])
-  plain_results = pipeline.run(apply_overrides(base, ["privacy.request_decoys=10"]),
+  plain_results = pipeline.run(apply_overrides(base, ["privacy.request_decoys=20"]),
                                progress=False)
   plain = plain_results["privacy"]["audit"]
   # Decoys: the request carries T + D (id, score) pairs; the candidates baseline is reported.
-  assert plain_results["communication_bytes_per_client_per_round"]["up_top_t"] == (20 + 10) * 8
+  assert plain_results["communication_bytes_per_client_per_round"]["up_top_t"] == (20 + 20) * 8
+  assert abs(plain["request_membership_auc"] - 0.5) < 0.05
+  # The declared fields come from what the server sent: no attribute, no private count in them.
+  for report in (*plain["attribute_from_declared"].values(),
+                 plain["private_count_from_declared"]):
+    assert np.isnan(report["auc"]) or abs(report["auc"] - 0.5) < 0.1
   assert set(plain["attribute_from_candidates"]) == {"gender", "age_group", "occupation"}
   noised = pipeline.run(apply_overrides(base, [
       "privacy.mechanism=local", "privacy.noise_multiplier=4", "privacy.delta=1e-3"]),
@@ -147,13 +153,15 @@ def test_audit_treats_non_finite_uploads_as_refused():
   n, k = 40, 6
   labels = np.zeros((n, 1, k), np.float32)
   labels[:, 0, :2] = 1
-  examples = type("Examples", (), {"labels": labels, "mask": np.ones((n, 1, k), np.float32)})
+  examples = type("Examples", (), {"labels": labels, "mask": np.ones((n, 1, k), np.float32),
+                                    "items": np.ones((n, 1, k), np.int32)})
   uploads = rng.normal(size=(n, 5)).astype(np.float32)
   lifts = np.where(labels.reshape(n, k) > 0, 1.0, 0.0) + 0.1 * rng.normal(size=(n, k))
   uploads[3] = np.nan
   lifts[3] = np.nan
-  result = audit(uploads=uploads, lifts=lifts, examples=examples,
-                 requests=rng.integers(0, 9, size=(n, 3)), candidates=rng.integers(0, 9, (n, 6)),
+  result = audit(uploads=uploads, lifts=lifts, declared=np.ones((n, 3), np.float32),
+                 examples=examples, requests=rng.integers(0, 9, size=(n, 3)),
+                 candidates=rng.integers(0, 9, (n, 6)), filtered=rng.random((n, 6)) < 0.2,
                  num_items=9, attributes={"gender": np.arange(n) % 2}, seed=0)
   assert result["unusable_uploads"] == 1
   assert result["interaction_from_uploads_auc"] > 0.9

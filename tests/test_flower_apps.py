@@ -111,8 +111,8 @@ def test_flower_apps_reach_the_simulators_theta_and_send_nothing_private(tmp_pat
   for name in want:
     np.testing.assert_allclose(theta[name], want[name], atol=1e-6, err_msg=name)
   assert [r["accepted"] for r in results["rounds"]] == [3, 3, 3]
-  assert [r["loss"] for r in results["rounds"]] == pytest.approx(reference.losses, rel=1e-5)
-  # What devices sent is exactly: who they are, the update and its counts, the Top-T request.
+  assert all("loss" not in r for r in results["rounds"])  # a device's loss stays on it
+  # What devices sent is exactly: who they are, the update and its size, the Top-T request.
   sent = {"query.identify": {"identity"}, "train": {"delta", "metrics"}, "query.rank": {"request"}}
   for message_type, reply in grid.replies:
     assert set(reply.content.keys()) == sent[message_type], message_type
@@ -120,8 +120,7 @@ def test_flower_apps_reach_the_simulators_theta_and_send_nothing_private(tmp_pat
       assert set(reply.content["identity"].keys()) == {"client-id", "user-features"}
     if message_type == "train":
       assert set(reply.content["delta"].keys()) == set(want)
-      assert set(reply.content["metrics"].keys()) == {"num-examples", "num-steps", "num-bytes",
-                                                      "loss", "diverged"}
+      assert set(reply.content["metrics"].keys()) == {"num-bytes", "diverged"}
     if message_type == "query.rank":
       assert {k: v.numpy().shape for k, v in reply.content["request"].items()} == {
           "items": (deploy_config.ranking.top_t,), "scores": (deploy_config.ranking.top_t,)}

@@ -38,7 +38,7 @@ def _catalogue(genre_of_item, num_genres: int) -> ItemCatalogue:
 def _public(log: Interactions, num_users: int, catalogue: ItemCatalogue) -> PublicData:
   return PublicData(num_users=num_users, num_items=catalogue.genres.shape[0],
                     catalogue=catalogue, history=log, fold=np.zeros(log.size, np.int32),
-                    num_folds=2)
+                    num_folds=2, devices=np.ones(num_users, bool))
 
 
 # =================================================================================== content

@@ -429,7 +429,7 @@ def test_rerank_context_carries_the_public_catalogue_facts():
                             year_known=np.array([1.0, 0.0, 1.0], np.float32))
   history = Interactions(np.array([0, 0], np.int32), np.array([2, 1], np.int32))
   public = PublicData(num_users=2, num_items=3, catalogue=catalogue, history=history,
-                      fold=np.zeros(2, np.int32), num_folds=1)
+                      fold=np.zeros(2, np.int32), num_folds=1, devices=np.ones(2, bool))
   context = pipeline.rerank_context(public, history)
   np.testing.assert_array_equal(np.asarray(context.year), catalogue.year)
   np.testing.assert_array_equal(np.asarray(context.year_known), catalogue.year_known)

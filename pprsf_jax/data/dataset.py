@@ -2,14 +2,21 @@
 
 Each user's interactions are split at random into train / valid / test (RecBole's 8:1:1 by
 default), or leave-one-out by time (the latest interaction tests, the one before validates). A
-configurable share of each user's interactions is private; train interactions are dealt per
-user into `label_folds` cross-fitting folds (see `PublicData`), so ranking targets never come
-from what the recall model that proposed them trained on.
+configurable share of each user's interactions is private. Those draws are nature's
+(`Partition`): they decide the future and which rows a user keeps to itself.
+
+Train interactions are then dealt per user into `label_folds` cross-fitting folds (see
+`PublicData`), so ranking targets never come from what the recall model that proposed them
+trained on. Each side deals its own rows with its own randomness: the server's folds come from
+the public rows alone (a real server could not deal rows it never sees), and each device deals
+its private rows. Public folds therefore reveal nothing about private interactions, not even
+how many there are.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +26,18 @@ from pprsf_jax.types import Interactions, ItemCatalogue, Period, PrivateData, Pu
 
 # Age buckets of the MovieLens-1M documentation; they suit ML-100K ages as well.
 AGE_BUCKET_EDGES = (18, 25, 35, 45, 50, 56)
+
+
+# Each side's fold deal has its own random stream: nothing the server deals depends on a device's.
+_PUBLIC_FOLDS, _DEVICE_FOLDS = 0, 1
+
+
+class Partition(NamedTuple):
+  """Nature's draw over the rating rows, fixed before either side sees anything."""
+
+  test: np.ndarray  # [R] bool: the period methods are compared on
+  valid: np.ndarray  # [R] bool: the period served and logged first
+  private: np.ndarray  # [R] bool: kept on the user's device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +72,30 @@ def _per_user_quota(user: np.ndarray, eligible: np.ndarray, share: float, rng) -
   return marked
 
 
-def _per_user_folds(user: np.ndarray, eligible: np.ndarray, num_folds: int, rng) -> np.ndarray:
-  """Deals each user's eligible rows, in random order, round-robin into folds 0..F-1 (-1 elsewhere)."""
-  rows, owners, position, counts = _shuffled_within_users(user, eligible, rng)
+def _per_user_folds(user: np.ndarray, eligible: np.ndarray, num_folds: int, num_users: int,
+                    rng) -> np.ndarray:
+  """Deals each user's eligible rows, in random order, round-robin into folds 0..F-1 (-1 elsewhere).
+
+  Reads nothing but the eligible rows (and the number of users), so rows outside `eligible`
+  cannot change the deal.
+  """
+  rows, owners, position, _ = _shuffled_within_users(user, eligible, rng)
   # A random starting fold per user, so no fold is systematically the largest.
-  offset = rng.integers(0, num_folds, counts.size)
+  offset = rng.integers(0, num_folds, num_users)
   fold = np.full(user.shape, -1, np.int32)
   fold[rows] = (position + offset[owners]) % num_folds
+  return fold
+
+
+def deal_folds(user: np.ndarray, train: np.ndarray, private: np.ndarray, num_folds: int,
+               num_users: int, seed: int) -> np.ndarray:
+  """[R] int32 each train row's cross-fitting fold (-1 elsewhere): public rows dealt among
+  themselves with the server's stream, private rows among themselves with the devices'."""
+  fold = np.full(user.shape, -1, np.int32)
+  for side, rows in ((_PUBLIC_FOLDS, train & ~private), (_DEVICE_FOLDS, train & private)):
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF01D, side]))
+    dealt = _per_user_folds(user, rows, num_folds, num_users, rng)
+    fold[rows] = dealt[rows]
   return fold
 
 
@@ -122,24 +158,38 @@ def encode_catalogue(tables: MovieLensTables) -> ItemCatalogue:
   )
 
 
-def build_dataset(tables: MovieLensTables, config: DataConfig, seed: int) -> FederatedDataset:
-  """Splits `tables` into what the server holds, what clients hold, and the future periods.
-
-  The same tables, config and seed always give the same dataset.
-  """
+def draw_partition(tables: MovieLensTables, config: DataConfig, seed: int) -> Partition:
+  """The periods (random per-user quotas, or leave-one-out by time) and the private rows."""
   rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E1D]))
-  user, item = tables.user_ids.astype(np.int32), tables.item_ids.astype(np.int32)
+  user = tables.user_ids.astype(np.int32)
   every = np.ones(user.shape, bool)
-
   if config.split == "leave_one_out":
     test, valid = _latest_two(user, tables.timestamps)
   else:
     test = _per_user_quota(user, every, config.test_share, rng)
     share_of_rest = config.valid_share / (1.0 - config.test_share)
     valid = _per_user_quota(user, ~test, share_of_rest, rng)
-  train = ~(test | valid)
   private = _per_user_quota(user, every, config.private_share, rng)
-  fold = _per_user_folds(user, train, config.label_folds, rng)
+  return Partition(test=test, valid=valid, private=private)
+
+
+def build_dataset(tables: MovieLensTables, config: DataConfig, seed: int,
+                  partition: Partition | None = None) -> FederatedDataset:
+  """Splits `tables` into what the server holds, what clients hold, and the future periods.
+
+  The same tables, config and seed always give the same dataset. `partition` replaces nature's
+  draw (`draw_partition`): the privacy-boundary test rewrites what private rows say under the
+  partition of the clean tables.
+  """
+  partition = draw_partition(tables, config, seed) if partition is None else partition
+  if not (partition.test.shape == partition.valid.shape == partition.private.shape
+          == tables.user_ids.shape):
+    raise ValueError(f"partition masks must be [{tables.user_ids.size}] like the rating rows, got "
+                     f"{partition.test.shape}, {partition.valid.shape}, {partition.private.shape}")
+  user, item = tables.user_ids.astype(np.int32), tables.item_ids.astype(np.int32)
+  test, valid, private = partition
+  train = ~(test | valid)
+  fold = deal_folds(user, train, private, config.label_folds, tables.num_users, seed)
 
   def pick(mask: np.ndarray) -> Interactions:
     return Interactions(user[mask], item[mask])
@@ -151,6 +201,7 @@ def build_dataset(tables: MovieLensTables, config: DataConfig, seed: int) -> Fed
       history=pick(train & ~private),
       fold=fold[train & ~private],
       num_folds=config.label_folds,
+      devices=np.ones(tables.num_users, bool),  # every user's device is on the platform
   )
   private_data = PrivateData(
       user_features=encode_user_features(tables),

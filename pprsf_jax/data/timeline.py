@@ -1,7 +1,10 @@
 """Interactions in time order, cut into an initial log and serving days (the online loop's data).
 
 Every interaction gets, once and for the whole timeline: its day (0 = logged before day 1), whether
-it is private (the same per-user share as `build_dataset`), and its cross-fitting fold. Day d's
+it is private (the same per-user share as `build_dataset`), and its cross-fitting fold (public
+rows dealt among themselves, private rows among themselves: `deal_folds`). Every user gets a
+sign-up day: the device registers with the server on its user's first day of activity, and
+federated training draws its cohorts from the registered devices only. Day d's
 view holds everything before day d as train history (public on the server, private on the
 clients) and day d's interactions as the period the users respond with, so a user who first
 appears on day d arrives as a new user and an item first interacted with on day d as a new item.
@@ -14,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from pprsf_jax.config import DataConfig, OnlineConfig
-from pprsf_jax.data.dataset import (FederatedDataset, _per_user_folds, _per_user_quota,
+from pprsf_jax.data.dataset import (FederatedDataset, _per_user_quota, deal_folds,
                                     encode_catalogue, encode_user_features)
 from pprsf_jax.data.movielens import MovieLensTables
 from pprsf_jax.types import Interactions, Period, PrivateData, PublicData
@@ -28,6 +31,7 @@ class Timeline:
   day: np.ndarray  # [R] int32: 0 = the initial log, d in [1, days] = served on day d
   private: np.ndarray  # [R] bool: stays on the client
   fold: np.ndarray  # [R] int32 cross-fitting fold
+  signup_day: np.ndarray  # [N] int32: the day each user's device registers; days + 1 if never
   num_days: int
   num_folds: int
   # Day d covers timestamps [day_start[d - 1], day_end[d - 1]] (Unix seconds).
@@ -51,7 +55,7 @@ class Timeline:
         num_users=tables.num_users, num_items=tables.num_items,
         catalogue=encode_catalogue(tables),
         history=self._pick(before & ~self.private), fold=self.fold[before & ~self.private],
-        num_folds=self.num_folds)
+        num_folds=self.num_folds, devices=self.signup_day < day)
     private = PrivateData(user_features=encode_user_features(tables),
                           history=self._pick(before & self.private),
                           fold=self.fold[before & self.private])
@@ -67,11 +71,14 @@ class Timeline:
 
 
 def build_timeline(tables: MovieLensTables, data: DataConfig, online: OnlineConfig,
-                   seed: int) -> Timeline:
+                   seed: int, private: np.ndarray | None = None,
+                   signup_day: np.ndarray | None = None) -> Timeline:
   """Orders the interactions by time (ties by file order), logs the first `history_share` before
   day 1 and deals the rest into `days` periods of equal interaction count.
 
-  The same tables, configs and seed always give the same timeline.
+  The same tables, configs and seed always give the same timeline. `private` [R] and
+  `signup_day` [N] replace nature's draws (the privacy-boundary test holds them fixed while it
+  rewrites what private rows say).
   """
   count = tables.user_ids.size
   if count < online.days + 1:
@@ -90,9 +97,14 @@ def build_timeline(tables: MovieLensTables, data: DataConfig, online: OnlineConf
   rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0D1E]))
   user = tables.user_ids.astype(np.int32)
   every = np.ones(count, bool)
-  private = _per_user_quota(user, every, data.private_share, rng)
-  fold = _per_user_folds(user, every, data.label_folds, rng)
-  return Timeline(tables=tables, day=day, private=private, fold=fold, num_days=online.days,
+  if private is None:
+    private = _per_user_quota(user, every, data.private_share, rng)
+  fold = deal_folds(user, every, private, data.label_folds, tables.num_users, seed)
+  if signup_day is None:
+    signup_day = np.full(tables.num_users, online.days + 1, np.int32)
+    np.minimum.at(signup_day, user, day)
+  return Timeline(tables=tables, day=day, private=private, fold=fold, signup_day=signup_day,
+                  num_days=online.days,
                   num_folds=data.label_folds,
                   day_start=np.asarray([times[s] for s in bounds[:-1]], np.int64),
                   day_end=np.asarray([times[e - 1] for e in bounds[1:]], np.int64))

@@ -18,7 +18,9 @@ from pprsf_jax import pipeline
 from pprsf_jax.aggregation import FederatedAlgorithm, ServerState, stack_uploads
 from pprsf_jax.config import ConfigError, RunConfig
 from pprsf_jax.privacy import PrivacyPlan, plan_privacy, private_algorithm
+from pprsf_jax.privacy.server_view import IGNORED
 from pprsf_jax.ranking import ItemTable, LocalTraining, init_params, make_item_table, num_features
+from pprsf_jax.ranking.client import public_upload_counts
 from pprsf_jax.ranking.federated import SERVER_STREAM, client_key, server_round
 from pprsf_jax.ranking.sampling import cohort_schedule
 from pprsf_jax.rerank import final_list, make_reranker
@@ -66,14 +68,20 @@ class Setup(NamedTuple):
   algorithm: FederatedAlgorithm
 
 
-def prepare(config: RunConfig, public: PublicData) -> Setup:
-  """Recall on public data, training candidates, the cohort schedule and the DP plan."""
+def prepare(config: RunConfig, public: PublicData, server_view=IGNORED) -> Setup:
+  """Recall on public data, training candidates, the cohort schedule and the DP plan (what it
+  reads and sends is recorded in `server_view`, `pprsf_jax.privacy.server_view`)."""
   check_deployable(config)
   fed = config.federated
+  server_view.record("recall.history", public.history)
+  server_view.record("recall.folds", public.fold)
+  server_view.record("recall.devices", public.devices)
   recall = pipeline.train_recall(public, config.recall, config.seed)
   candidates = tuple(pipeline.candidates_for(fold.params, config.recall.num_candidates,
                                              fold.known, config.recall)
                      for fold in recall.folds)
+  for fold_candidates in candidates:
+    server_view.record("candidates.training", fold_candidates)
   schedule = cohort_schedule(public.num_users, fed.clients_per_round, fed.rounds, config.seed,
                              fed.sampling)
   plan = plan_privacy(config.privacy, fed, public.num_users, schedule)
@@ -110,11 +118,13 @@ def training_lists(setup: Setup, user: int) -> list[CandidateList]:
                                                      setup.training_candidates))]
 
 
-def serving_candidates(setup: Setup) -> Candidates:
+def serving_candidates(setup: Setup, server_view=IGNORED) -> Candidates:
   """[N, K] candidates for serving, from the model trained on the whole public log."""
   serving = setup.recall.serving
-  return pipeline.candidates_for(serving.params, setup.config.recall.num_candidates,
-                                 setup.public.history, setup.config.recall)
+  candidates = pipeline.candidates_for(serving.params, setup.config.recall.num_candidates,
+                                       setup.public.history, setup.config.recall)
+  server_view.record("candidates.serving", candidates)
+  return candidates
 
 
 def serving_list(setup: Setup, candidates: Candidates, user: int) -> CandidateList:
@@ -126,10 +136,7 @@ class Received(NamedTuple):
 
   client_id: int
   delta: Any  # the parameter update, or None when the reply was unusable
-  num_examples: float
-  num_steps: int
   num_bytes: float
-  loss: float
   problem: str | None  # why the upload cannot be used (error reply, undecodable), or None
 
 
@@ -137,7 +144,14 @@ class RoundOutcome(NamedTuple):
   server: ServerState
   accepted: np.ndarray  # [C] bool, in cohort order
   refused: dict[int, str]  # client id -> reason, for uploads that did not count
-  loss: float  # example-weighted mean training loss of the accepted uploads
+
+
+def declared_counts(setup: Setup, user: int) -> tuple[float, int]:
+  """(weight, planned local steps) of `user`'s upload, from the lists the server sent it: the
+  simulator's client declares the same (`ranking.client.public_upload_counts`)."""
+  items = np.stack([candidates.items[user] for candidates in setup.training_candidates])
+  weight, steps = public_upload_counts(jax.numpy.asarray(items), setup.local)
+  return float(weight), int(steps)
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm", "max_update_norm"))
@@ -147,7 +161,7 @@ def _server_round(server, uploads, arrived, key, *, algorithm, max_update_norm):
 
 
 def aggregate(setup: Setup, server: ServerState, received: Sequence[Received],
-              round_index: int) -> RoundOutcome:
+              round_index: int, server_view=IGNORED) -> RoundOutcome:
   """The server's half of a round on the uploads that came back (cohort order).
 
   Uploads of the wrong structure, shape or dtype, non-finite ones and (with
@@ -162,10 +176,13 @@ def aggregate(setup: Setup, server: ServerState, received: Sequence[Received],
   for r, reason in zip(received, stacked.reasons):
     if r.problem is not None or reason is not None:
       refused[r.client_id] = r.problem or reason
-  column = lambda name, dtype: np.asarray([getattr(r, name) for r in received], dtype)
-  uploads = ClientUpload(delta=stacked.updates, num_examples=column("num_examples", np.float32),
-                         num_steps=column("num_steps", np.int32), extra=(),
-                         num_bytes=column("num_bytes", np.float32))
+  counts = [declared_counts(setup, r.client_id) for r in received]
+  uploads = ClientUpload(delta=stacked.updates,
+                         num_examples=np.asarray([c[0] for c in counts], np.float32),
+                         num_steps=np.asarray([c[1] for c in counts], np.int32), extra=(),
+                         num_bytes=np.asarray([r.num_bytes for r in received], np.float32))
+  server_view.record("upload.declared", (np.asarray([r.client_id for r in received]),
+                                         uploads._replace(delta=(), extra=())))
   arrived = stacked.mask > 0
   key = client_key(pipeline.stream_key(setup.config.seed, "clients"), round_index, SERVER_STREAM)
   server, accepted = _server_round(server, uploads, arrived, key, algorithm=setup.algorithm,
@@ -174,15 +191,14 @@ def aggregate(setup: Setup, server: ServerState, received: Sequence[Received],
   for r, taken in zip(received, accepted):
     if not taken and r.client_id not in refused:  # the round's float32 check, at the boundary
       refused[r.client_id] = "refused by the round's own finiteness / norm check"
-  weights = np.where(accepted, uploads.num_examples, 0.0)
-  losses = np.where(accepted, column("loss", np.float64), 0.0)
-  loss = float(np.sum(losses * weights) / max(float(np.sum(weights)), 1.0))
-  return RoundOutcome(server=server, accepted=accepted, refused=refused, loss=loss)
+  return RoundOutcome(server=server, accepted=accepted, refused=refused)
 
 
-def rerank(setup: Setup, requests: TopTRequest) -> np.ndarray:
+def rerank(setup: Setup, requests: TopTRequest, server_view=IGNORED) -> np.ndarray:
   """[N, top_k] final lists: the configured re-rank over every client's Top-T request."""
+  server_view.record("request.items", requests.items)
   context = pipeline.rerank_context(setup.public, setup.public.history)
+  server_view.record("rerank.context", context)
   reranked = make_reranker(setup.config.rerank)(
       TopTRequest(items=jax.numpy.asarray(requests.items),
                   scores=jax.numpy.asarray(requests.scores)), context)

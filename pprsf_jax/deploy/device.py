@@ -7,26 +7,26 @@ deployed client computes exactly the row the simulator computes for it.
 
 What a device holds (`DeviceData`) never leaves it: the private attributes, the private
 interactions, and the public interactions it logged itself. What it receives from the server
-(`CandidateList`, Theta) is public.
+(`CandidateList`, Theta) is public. What it sends back is a `TrainReply` (its encoded update and
+the update's size) or a Top-T request; its loss, its example and step counts stay on it.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from pprsf_jax.aggregation import FederatedAlgorithm
 from pprsf_jax.aggregation.algorithm import ClientState
-from pprsf_jax.ranking.client import ClientMetrics, LocalTraining, client_update, rank_candidates
+from pprsf_jax.ranking.client import LocalTraining, client_update, rank_candidates
 from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.ranking.federated import client_key
 from pprsf_jax.ranking.features import ClientExamples, ItemTable
 from pprsf_jax.recall.item_knn import ItemNeighbors
-from pprsf_jax.types import (SERVING, CandidateList, Candidates, ClientUpload, Interactions,
-                             TopTRequest)
+from pprsf_jax.types import SERVING, CandidateList, Candidates, Interactions, TopTRequest
 
 
 class DeviceData(NamedTuple):
@@ -84,6 +84,13 @@ def device_examples(device: DeviceData, lists: list[CandidateList],
   return jax.tree.map(lambda leaf: leaf[0], stack_lists(per_list))
 
 
+class TrainReply(NamedTuple):
+  """Everything a device sends back after a training round; nothing else leaves it."""
+
+  delta: Any  # its encoded update, or None when its training diverged (nothing is sent)
+  num_bytes: float  # the update's size on the wire as encoded (a function of the encoding)
+
+
 @functools.partial(jax.jit, static_argnames=("local", "algorithm"))
 def _update(params, examples, item_table, key, broadcast, state, *, local, algorithm):
   return client_update(params, examples, item_table, key=key, local=local, algorithm=algorithm,
@@ -93,11 +100,12 @@ def _update(params, examples, item_table, key, broadcast, state, *, local, algor
 def train_on_device(params, examples: ClientExamples, item_table: ItemTable, *,
                     seed_key: jax.Array, round_index: int, client_id: int, local: LocalTraining,
                     algorithm: FederatedAlgorithm, broadcast=(),
-                    state: ClientState | None = None) -> tuple[ClientUpload, ClientMetrics]:
-  """One round's local update from Theta = `params`: what the device uploads, and its metrics.
+                    state: ClientState | None = None) -> TrainReply:
+  """One round's local update from Theta = `params`: what the device sends back.
 
   The key is the simulator's (`client_key(seed_key, round, client_id)`), so a deployed client
-  draws the same mini-batches and noise as its simulated twin.
+  draws the same mini-batches and noise as its simulated twin. The upload's weight and step count
+  are not sent: the server computes them from the lists it sent (`coordinator.declared_counts`).
   """
   if state is None:
     state = ClientState(local=algorithm.local.init_client(params),
@@ -105,7 +113,11 @@ def train_on_device(params, examples: ClientExamples, item_table: ItemTable, *,
   upload, _, metrics = _update(params, examples, item_table,
                                client_key(seed_key, round_index, client_id), broadcast, state,
                                local=local, algorithm=algorithm)
-  return upload, metrics
+  if jax.tree.leaves(upload.extra):
+    raise ValueError("this client algorithm uploads extra state; deployments support stateless "
+                     "ones only")
+  return TrainReply(delta=None if bool(metrics.diverged) else upload.delta,
+                    num_bytes=float(upload.num_bytes))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "top_t"))

@@ -2,11 +2,13 @@
 
 It answers three messages, each with the simulator's own client functions (`device.py`):
   query.identify -> which user this device is, and the width of its private feature vector;
-  train          -> Theta + its candidate lists in, Theta-relative update + counts out;
+  train          -> Theta + its candidate lists in, Theta-relative update and its size out;
   query.rank     -> Theta + its serving candidates in, its Top-T request out.
 The device's data (`DeviceData`) is read from its own storage (`local_data.device_part` for
-the demo federation) and is never put in a reply: replies hold only the update, the counts the
-aggregator weighs by, and the Top-T request.
+the demo federation) and is never put in a reply: replies hold only the update (with its size
+and whether training diverged, in which case no update is sent) and the Top-T request. The
+loss, the example and step counts stay on the device; the server derives the weight and step
+count it needs from the lists it sent.
 
 Node config (`flower-supernode --node-config`): `client-id` (the user this device is) and,
 optionally, `data-config` (the pprsf config file naming the device's dataset; default: the run's).
@@ -81,19 +83,14 @@ def train(message: Message, context: Context) -> Message:
     algorithm = algorithm._replace(privatizer=gaussian_privatizer(
         clip_norm=float(plan["clip-norm"]), noise_multiplier=float(plan["noise-multiplier"])))
   examples = device_lib.device_examples(device, lists, genres)
-  upload, metrics = device_lib.train_on_device(
+  reply = device_lib.train_on_device(
       theta, examples, item_table, seed_key=pipeline.stream_key(config.seed, "clients"),
       round_index=int(plan["round"]), client_id=device.client_id,
       local=pipeline.local_training(config), algorithm=algorithm)
-  if jax.tree.leaves(upload.extra):
-    raise ConfigError("this client algorithm uploads extra state; deployments support "
-                      "stateless ones only")
   content = RecordDict({"metrics": MetricRecord({
-      "num-examples": float(upload.num_examples), "num-steps": int(upload.num_steps),
-      "num-bytes": float(upload.num_bytes), "loss": float(metrics.loss),
-      "diverged": int(bool(metrics.diverged))})})
-  if not bool(metrics.diverged):  # as in the simulator, a diverged device sends no update
-    content["delta"] = tree_to_record(upload.delta)
+      "num-bytes": reply.num_bytes, "diverged": int(reply.delta is None)})})
+  if reply.delta is not None:  # as in the simulator, a diverged device sends no update
+    content["delta"] = tree_to_record(reply.delta)
   return Message(content, reply_to=message)
 
 

@@ -89,15 +89,13 @@ def _content(params, plan: dict, lists: list[CandidateList]) -> RecordDict:
 
 def _decode_upload(client: int, reply: Message | None, params) -> coordinator.Received:
   """One device's reply, or why it cannot count."""
-  empty = coordinator.Received(client, None, 0.0, 0, 0.0, 0.0, None)
+  empty = coordinator.Received(client, None, 0.0, None)
   if reply is None:
     return empty._replace(problem="no reply before the timeout")
   if reply.has_error():
     return empty._replace(problem=f"device error: {reply.error.reason}")
   metrics = reply.content["metrics"]
-  received = empty._replace(num_examples=float(metrics["num-examples"]),
-                            num_steps=int(metrics["num-steps"]),
-                            num_bytes=float(metrics["num-bytes"]), loss=float(metrics["loss"]))
+  received = empty._replace(num_bytes=float(metrics["num-bytes"]))
   if int(metrics["diverged"]) or "delta" not in reply.content:
     return received._replace(problem="local training diverged: no update sent")
   try:
@@ -158,14 +156,13 @@ def main(grid: Grid, context: Context) -> None:
         "round": round_index, "cohort": [int(c) for c in cohort],
         "accepted": int(outcome.accepted.sum()),
         "refused": {str(client): why for client, why in outcome.refused.items()},
-        "loss": outcome.loss,
         # Payload bytes as Flower counts them (arrays and values, not framing).
         "bytes_down_per_device": float(np.mean([_payload_bytes(m) for m in messages] or [0.0])),
         "bytes_up_per_device": float(np.mean([_payload_bytes(r) for r in replies.values()
                                               if r.has_content()] or [0.0])),
     })
-    logger.info("pprsf: round %d: %d of %d accepted, loss %.4f", round_index,
-                rounds[-1]["accepted"], len(cohort), outcome.loss)
+    logger.info("pprsf: round %d: %d of %d accepted", round_index, rounds[-1]["accepted"],
+                len(cohort))
 
   candidates = coordinator.serving_candidates(setup)
   top_t = config.ranking.top_t

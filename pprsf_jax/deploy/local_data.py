@@ -33,6 +33,11 @@ def device_part(config: RunConfig, client_id: int) -> tuple[DeviceData, ItemCata
   if not 0 <= client_id < data.public.num_users:
     raise ConfigError(f"client-id={client_id} is not a user of {config.data.source!r} "
                       f"(0 .. {data.public.num_users - 1})")
+  return own_part(data, client_id)
+
+
+def own_part(data: FederatedDataset, client_id: int) -> tuple[DeviceData, ItemCatalogue]:
+  """User `client_id`'s rows of a federation, as its device keeps them, and the catalogue."""
   public, private = data.public, data.private
   mine_public = public.history.user == client_id
   mine_private = private.history.user == client_id

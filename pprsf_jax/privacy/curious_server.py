@@ -1,16 +1,21 @@
 """The audit: a curious server attacks exactly what it receives, and is scored against the truth.
 
 What the server receives from client i is its upload (the update after any local DP noise and
-compression, as decoded) and its Top-T request. The audit asks every client for the upload it
-would send in the round after training (from the final Theta, with its own state and key, as if
-sampled), then runs three attacks:
+compression, as decoded, and what the upload declares beside it: weight, step count, size) and
+its Top-T request. The audit asks every client for the upload it would send in the round after
+training (from the final Theta, with its own state and key, as if sampled), then runs these
+attacks:
 
 * attribute inference from uploads and, separately, from Top-T requests (gender, age group,
   occupation), a cross-validated linear attacker (`pprsf_jax.privacy.audit`); the same attack
   on the candidate lists the server computed itself is the baseline a request adds to;
 * interaction inference from uploads: for each candidate the server sent, how much the upload
   raises its score, with the private inputs the server cannot know (user attributes, history
-  profile, neighbour scores) set to zero. Higher = guessed interacted.
+  profile, neighbour scores) set to zero. Higher = guessed interacted;
+* the declared fields (weight, steps, bytes): attribute inference, and whether they tell which
+  clients hold more private-history candidates than the median client;
+* request membership: which candidates the server sent are in the client's private history,
+  guessed from the request (a candidate it does not name, or names late, scores higher).
 
 The private attributes enter only as the answer key of the scoring, never as attack input.
 """
@@ -25,7 +30,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from pprsf_jax.aggregation import ClientState, FederatedAlgorithm
-from pprsf_jax.privacy.audit import AttackReport, attribute_inference, interaction_inference_auc
+from pprsf_jax.privacy.audit import (AttackReport, attribute_inference, interaction_inference_auc,
+                                     roc_auc)
 from pprsf_jax.privacy.secure_aggregation import SecureAggregationConfig
 from pprsf_jax.privacy.secure_round import what_the_server_sees
 from pprsf_jax.ranking.client import LocalTraining, client_update
@@ -49,15 +55,17 @@ def observe_uploads(params, examples: ClientExamples, item_table: ItemTable, *,
                     local: LocalTraining, algorithm: FederatedAlgorithm, broadcast,
                     states: ClientState, seed_key: jax.Array, round_index: int,
                     secure: SecureAggregationConfig | None = None,
-                    chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
-  """Every client's upload as the server would receive it, and the interaction-attack scores.
+                    chunk: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Every client's upload as the server would receive it, the interaction-attack scores, and
+  what each upload declares beside its update.
 
   With `secure`, what the server receives is each client's masked vector (masked within its
   chunk of clients, as within a cohort); the attacks read it the only way they can, decoded on
   its own.
 
   Returns:
-    ([N, D] float32 uploads as seen, [N, S * K] float32 score increase per candidate).
+    ([N, D] float32 uploads as seen, [N, S * K] float32 score increase per candidate, [N, 3]
+    float32 declared weight, steps and bytes).
   """
   num_clients = examples.mask.shape[0]
   unravel = ravel_pytree(params)[1]
@@ -68,9 +76,11 @@ def observe_uploads(params, examples: ClientExamples, item_table: ItemTable, *,
       upload, _, _ = client_update(params, client_examples, item_table,
                                    key=client_key(seed_key, round_index, client_id), local=local,
                                    algorithm=algorithm, broadcast=broadcast, state=state)
-      return upload.delta, client_features(_server_view(client_examples), item_table)
+      declared = jnp.stack([upload.num_examples, upload.num_steps.astype(jnp.float32),
+                            upload.num_bytes])
+      return upload.delta, client_features(_server_view(client_examples), item_table), declared
 
-    deltas, features = jax.vmap(one)(chunk_examples, chunk_states, chunk_ids)
+    deltas, features, declared = jax.vmap(one)(chunk_examples, chunk_states, chunk_ids)
     if secure is None:
       seen = jax.vmap(lambda delta: ravel_pytree(delta)[0])(deltas)
     else:
@@ -82,18 +92,19 @@ def observe_uploads(params, examples: ClientExamples, item_table: ItemTable, *,
       moved = jax.tree.map(jnp.add, params, unravel(flat))
       return logits(local.model, moved, rows) - logits(local.model, params, rows)
 
-    return seen, jax.vmap(lift)(seen, features)
+    return seen, jax.vmap(lift)(seen, features), declared
 
-  flats, lifts = [], []
+  flats, lifts, declared = [], [], []
   for start in range(0, num_clients, chunk):
     ids = np.arange(start, min(start + chunk, num_clients))
     padded = np.concatenate([ids, np.full(chunk - len(ids), ids[-1])])  # one compiled shape
     take = lambda leaf: jnp.asarray(np.asarray(leaf)[padded])
-    flat, lift = observe(jax.tree.map(take, examples), jax.tree.map(take, states),
-                         jnp.asarray(padded, jnp.int32))
+    flat, lift, said = observe(jax.tree.map(take, examples), jax.tree.map(take, states),
+                               jnp.asarray(padded, jnp.int32))
     flats.append(np.asarray(flat)[:len(ids)])
     lifts.append(np.asarray(lift)[:len(ids)])
-  return np.concatenate(flats), np.concatenate(lifts)
+    declared.append(np.asarray(said)[:len(ids)])
+  return np.concatenate(flats), np.concatenate(lifts), np.concatenate(declared)
 
 
 def request_features(requests: np.ndarray, num_items: int) -> np.ndarray:
@@ -106,18 +117,44 @@ def request_features(requests: np.ndarray, num_items: int) -> np.ndarray:
   return hot
 
 
+def request_membership_auc(requests: np.ndarray, candidates: np.ndarray,
+                           filtered: np.ndarray) -> float:
+  """How well the server tells, from requests, which candidates it sent are in a client's
+  private history (which the client filters out before ranking).
+
+  The server's guess for each real candidate: 2 if the request does not name it, else its
+  position in the request over the request's length (a late name is likelier a decoy). AUC over
+  every (client, real candidate) pair; 0.5 = the request says nothing about it.
+
+  Args:
+    requests: [N, L] int32 the items each request names, in the order sent (-1 empty).
+    candidates: [N, K] int32 the candidates the server sent (-1 pads).
+    filtered: [N, K] bool the candidates each client filtered out as privately known (the answer
+      key, never attack input).
+  """
+  match = candidates[:, :, None] == np.where(requests >= 0, requests, -2)[:, None, :]
+  named = match.any(-1)
+  position = np.argmax(match, -1) / max(requests.shape[1], 1)
+  guess = np.where(named, position, 2.0)
+  real = candidates >= 0
+  return roc_auc(guess[real], filtered[real])
+
+
 def _report(report: AttackReport) -> dict[str, Any]:
   return {"auc": report.auc, "accuracy": report.accuracy,
           "majority_accuracy": report.majority_accuracy, "classes": report.num_classes}
 
 
-def audit(*, uploads: np.ndarray, lifts: np.ndarray, examples: ClientExamples,
-          requests: np.ndarray, candidates: np.ndarray, num_items: int,
-          attributes: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
+def audit(*, uploads: np.ndarray, lifts: np.ndarray, declared: np.ndarray,
+          examples: ClientExamples, requests: np.ndarray, candidates: np.ndarray,
+          filtered: np.ndarray, num_items: int, attributes: dict[str, np.ndarray],
+          seed: int) -> dict[str, Any]:
   """Scores every attack. `attributes` maps a name to [N] integer labels (the answer key).
 
   The attack on the candidate lists the server itself computed (`candidates`, [N, K]) is the
-  baseline for the one on requests: a request can only leak what goes beyond it.
+  baseline for the one on requests: a request can only leak what goes beyond it. `declared`
+  [N, 3] is what each upload says beside its update; `filtered` [N, K] marks the serving
+  candidates each client filtered out as privately known (answer key of request membership).
   """
   interacted = np.asarray(examples.labels).reshape(lifts.shape) > 0
   valid = np.asarray(examples.mask).reshape(lifts.shape) > 0
@@ -137,4 +174,24 @@ def audit(*, uploads: np.ndarray, lifts: np.ndarray, examples: ClientExamples,
           request_features(candidates, num_items), labels, seed=seed))
                                     for name, labels in attributes.items()},
       "interaction_from_uploads_auc": interaction_inference_auc(lifts, interacted, valid),
+      "attribute_from_declared": {name: _report(attribute_inference(declared, labels, seed=seed))
+                                  for name, labels in attributes.items()},
+      "private_count_from_declared": _count_report(declared, _private_candidates(examples),
+                                                   seed),
+      "request_membership_auc": request_membership_auc(requests, candidates, filtered),
   }
+
+
+def _private_candidates(examples: ClientExamples) -> np.ndarray:
+  """[N] how many of the candidates each client trained on it filtered out as privately known."""
+  items, mask = np.asarray(examples.items), np.asarray(examples.mask)
+  return ((items >= 0) & (mask == 0)).reshape(items.shape[0], -1).sum(1)
+
+
+def _count_report(declared: np.ndarray, counts: np.ndarray, seed: int) -> dict[str, Any]:
+  """The attribute attack on "holds more privately known candidates than the median client"."""
+  above = (counts > np.median(counts)).astype(np.int64)
+  if above.min() == above.max():  # one class: nothing to tell apart
+    return {"auc": float("nan"), "accuracy": float("nan"), "majority_accuracy": 1.0,
+            "classes": 1}
+  return _report(attribute_inference(declared, above, seed=seed))

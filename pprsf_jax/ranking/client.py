@@ -170,6 +170,28 @@ def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key:
   return params, metrics
 
 
+def public_upload_counts(items: jax.Array, local: LocalTraining,
+                         work: jax.Array | float = 1.0) -> tuple[jax.Array, jax.Array]:
+  """What an upload declares beside its update, from the candidate lists the server sent alone.
+
+  Returns ([] float32 the client's real candidate slots — its weight under "examples"
+  weighting; [] int32 the local steps those lists plan for — FedNova's tau_i). A client's own
+  counts (candidates left once its private history is filtered out, lists holding a private
+  positive) would tell the server about its private interactions; these cannot, and the server
+  computes the same numbers from what it sent (`pprsf_jax.deploy.coordinator`).
+
+  Args:
+    items: [S, K] int32 candidate ids, -1 where the server sent none.
+    local: the local optimisation (what a step averages over, epochs).
+    work: a straggler's share of its steps (simulated faults).
+  """
+  real = items >= 0
+  units = jnp.sum(real) if local.loss == "bce" else jnp.sum(jnp.any(real, axis=-1))
+  planned = (units + local.units_per_step - 1) // local.units_per_step * local.epochs
+  steps = jnp.minimum(planned, jnp.maximum(1, jnp.floor(planned * work).astype(planned.dtype)))
+  return jnp.sum(real).astype(jnp.float32), steps.astype(jnp.int32)
+
+
 def client_update(global_params, examples: ClientExamples, item_table: ItemTable, *,
                   key: jax.Array, local: LocalTraining, algorithm: FederatedAlgorithm,
                   broadcast, state: ClientState,
@@ -192,7 +214,9 @@ def client_update(global_params, examples: ClientExamples, item_table: ItemTable
   private_delta = algorithm.privatizer(delta, privacy_key)
   sent, compressor_state, bits = algorithm.compressor.compress(private_delta, state.compressor,
                                                                compress_key)
-  upload = ClientUpload(delta=sent, num_examples=jnp.sum(examples.mask), num_steps=metrics.steps,
+  # The loss and the steps actually taken stay on the device (they read private data).
+  num_examples, num_steps = public_upload_counts(examples.items, local, work)
+  upload = ClientUpload(delta=sent, num_examples=num_examples, num_steps=num_steps,
                         extra=local_upload,
                         num_bytes=bits / 8 + dense_bits(local_upload) / 8)
   # A client whose training diverged does not upload; its proposed state must not be kept either

@@ -27,13 +27,19 @@ MASK_STREAM = 2**31 - 2
 
 
 class RoundMetrics(NamedTuple):
-  loss: jax.Array  # [] float32 example-weighted mean training loss of the accepted clients
+  # [] float32 weighted mean training loss of the accepted clients: a diagnostic of the
+  # simulation (the experimenter's view, like the test metrics). It is never uploaded: a
+  # deployed device keeps its loss, and the server receives only what `declared` holds.
+  loss: jax.Array
   clients: jax.Array  # [] int32 real clients in the cohort
   rejected: jax.Array  # [] int32 uploads refused: non-finite, over the norm bound, or diverged
   dropped: jax.Array  # [] int32 real clients that left before uploading (simulated)
   stragglers: jax.Array  # [] int32 real clients that completed only part of their steps
   upload_bytes: jax.Array  # [] float32 mean bytes on the wire per upload that arrived
   secure_clipped: jax.Array  # [] int32 entries clipped to secure aggregation's fixed-point range
+  # [C] per upload, what it declares beside its update (delta and extra left empty): the
+  # server's view of the cohort (`pprsf_jax.privacy.server_view`).
+  declared: ClientUpload
 
 
 def client_key(seed_key: jax.Array, round_index, client_id) -> jax.Array:
@@ -136,6 +142,7 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
         upload_bytes=jnp.sum(jnp.where(arrived, uploads.num_bytes, 0.0))
         / jnp.maximum(jnp.sum(arrived), 1),
         secure_clipped=secure_clipped.astype(jnp.int32),
+        declared=uploads._replace(delta=(), extra=()),
     )
     return server, clients, round_metrics
 
