@@ -80,12 +80,6 @@ def _training_examples(data: FederatedDataset, recall: pipeline.RecallModels,
 
 
 @pytest.fixture(scope="session")
-def fold_examples() -> Callable[..., ClientExamples]:
-  """`fold_examples(data, source, candidates, fold)`: the client stage of one fold."""
-  return _fold_examples
-
-
-@pytest.fixture(scope="session")
 def examples(dataset, recall_models) -> ClientExamples:
   """Training examples of every client, [N, S, K, ...] with S = the number of folds."""
   built = _training_examples(dataset, recall_models, RECALL_CONFIG)

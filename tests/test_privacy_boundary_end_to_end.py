@@ -43,7 +43,9 @@ CONFIG = RunConfig(
                     synthetic=SyntheticConfig(num_users=60, num_items=50,
                                               interactions_per_user=15)),
     recall=RecallConfig(epochs=2, num_candidates=K, user_chunk=32, item_chunk=32),
-    ranking=RankingConfig(top_t=T),
+    # Listwise, one list a step (as the ML-100K preset): a step count would reveal how many of a
+    # client's lists hold a positive, private ones included.
+    ranking=RankingConfig(top_t=T, loss="softmax", lists_per_step=1),
     federated=FederatedConfig(rounds=2, clients_per_round=16),
     privacy=PrivacyConfig(request_decoys=K - T),  # every candidate is named in every request
     baselines=BaselineConfig(central_epochs=1, local_only_epochs=1, finetune_epochs=1,
@@ -133,11 +135,11 @@ def test_the_server_view_of_a_run_ignores_private_data(tables, partition, clean_
   assert len(clean.records["upload.declared"]) == CONFIG.federated.rounds
   assert len(clean.records["candidates.training"]) == CONFIG.data.label_folds
   assert len(clean.records["request.items"]) == 2  # validation and test periods
+  assert_same_view(clean, poisoned, "private rows rewritten")
   # Every request names every candidate the server sent (D = K - T).
   for request, candidates in zip(clean.records["request.items"],
                                  clean.records["candidates.serving"]):
     np.testing.assert_array_equal(members(request), np.sort(candidates.items, axis=1))
-  assert_same_view(clean, poisoned, "private rows rewritten")
   # The rewrite did reach the clients: their ranking (the request order) and training changed.
   assert differs(clean, poisoned, "request.items")
   assert clean_results["federated"]["losses"] != poisoned_results["federated"]["losses"]
