@@ -10,6 +10,7 @@ or derived from them with `jax.tree.map`, so the tests do not depend on the exac
 
 from __future__ import annotations
 
+import gc
 import pathlib
 from typing import Any, Callable
 
@@ -214,3 +215,16 @@ def deploy_simulated(deploy_config, deploy_setup, deploy_devices):
   theta0 = coordinator.initial_theta(deploy_setup, deploy_devices[0][0].user_features.size)
   return examples, pipeline.train_federated(theta0, examples, deploy_setup.item_table,
                                             deploy_config, deploy_setup.local, progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+  """Drops JAX's compiled programs after each test module.
+
+  Every XLA:CPU executable holds memory mappings of its own, and the kernel caps a process at
+  vm.max_map_count of them (65,530 by default). The suite compiles thousands of programs in one
+  process: without this it passes that cap near its end and XLA segfaults while compiling.
+  """
+  yield
+  jax.clear_caches()
+  gc.collect()

@@ -148,3 +148,19 @@ def test_bad_uploads_are_refused_with_their_reason_and_change_nothing(deploy_con
 def test_a_device_that_is_not_a_user_is_named(deploy_config):
   with pytest.raises(ConfigError, match="client-id=7 is not a user"):
     local_data.device_part(deploy_config, 7)
+
+
+def test_an_upload_from_an_unknown_client_id_is_refused(deploy_config, deploy_setup,
+                                                         deploy_devices):
+  """The server weighs an upload by the lists it sent that client: an id it never sent lists to
+  has none, and its upload is refused by name rather than counted."""
+  theta0 = coordinator.initial_theta(deploy_setup, deploy_devices[0][0].user_features.size)
+  server = init_server_state(deploy_setup.algorithm, theta0)
+  good = device_uploads(deploy_setup, deploy_config, deploy_devices, server, 0,
+                        deploy_setup.schedule[0])
+  stranger = good[0]._replace(client_id=deploy_setup.public.num_users + 5)
+  outcome = coordinator.aggregate(deploy_setup, server, good + [stranger], 0)
+  assert outcome.accepted.tolist() == [True] * len(good) + [False]
+  assert "is not a user of this federation" in outcome.refused[stranger.client_id]
+  clean = coordinator.aggregate(deploy_setup, server, good, 0)
+  assert max_difference(outcome.server.params, clean.server.params) == 0.0

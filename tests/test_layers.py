@@ -3,6 +3,8 @@ metrics, service, data split and config parsing."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import re
 
@@ -520,11 +522,34 @@ def test_each_train_interaction_labels_exactly_one_fold(dataset, side):
 
 def test_folds_are_balanced_per_user(tables, dataset):
   n, folds = tables.num_users, dataset.public.num_folds
-  per_fold = np.zeros((n, folds), np.int64)
+  total = np.zeros((n, folds), np.int64)
   for data in (dataset.public, dataset.private):
+    per_fold = np.zeros((n, folds), np.int64)
     np.add.at(per_fold, (data.history.user, data.fold), 1)
-  # Each user's train interactions are dealt round-robin, so fold sizes differ by at most one.
-  assert np.all(per_fold.max(1) - per_fold.min(1) <= 1)
+    # Each side deals a user's train rows round-robin: fold sizes differ by at most one.
+    assert np.all(per_fold.max(1) - per_fold.min(1) <= 1)
+    total += per_fold
+  # Dealt apart (the server never sees private rows), the two sides differ by at most two.
+  assert np.all(total.max(1) - total.min(1) <= 2)
+
+
+def test_public_folds_ignore_the_private_rows(tables):
+  """The server deals its folds from the public rows alone: private rows, their number included,
+  do not move a public row's fold."""
+  from pprsf_jax.data.dataset import draw_partition  # pylint: disable=import-outside-toplevel
+  config = DataConfig(source="synthetic")
+  partition = draw_partition(tables, config, 0)
+  fewer = partition.private & (np.random.default_rng(3).random(partition.private.size) < 0.5)
+  dropped = partition.private & ~fewer  # private rows that vanish from the tables
+  keep = ~dropped
+  thinner = dataclasses.replace(tables, user_ids=tables.user_ids[keep],
+                                item_ids=tables.item_ids[keep], ratings=tables.ratings[keep],
+                                timestamps=tables.timestamps[keep])
+  full = build_dataset(tables, config, 0, partition)
+  thin = build_dataset(thinner, config, 0, type(partition)(*(mask[keep] for mask in partition)))
+  assert thin.private.history.size < full.private.history.size
+  np.testing.assert_array_equal(thin.public.fold, full.public.fold)
+  np.testing.assert_array_equal(thin.public.history.item, full.public.history.item)
 
 
 def test_interactions_replace_keeps_the_other_field():

@@ -16,7 +16,9 @@ def _row(mechanism, epsilon, ndcg):
   return {"mechanism": mechanism, "target_epsilon": epsilon, "epsilon_spent": epsilon,
           "noise_multiplier": 0.0 if math.isinf(epsilon) else 1.0 / epsilon, "metric": "ndcg@10",
           "pprsf": ndcg, "p_fl": ndcg, "upload_attribute_auc": auc, "request_attribute_auc": auc,
-          "candidate_attribute_auc": auc, "interaction_auc": 0.6, "up_bytes": 1000.0, "down_bytes": 2000.0}
+          "candidate_attribute_auc": auc, "interaction_auc": 0.6, "declared_gender_auc": 0.5,
+          "declared_private_count_auc": float("nan"), "request_membership_auc": 0.5,
+          "up_bytes": 1000.0, "down_bytes": 2000.0}
 
 
 def test_configs_differ_from_the_base_by_the_privacy_point_only():

@@ -173,17 +173,23 @@ def aggregate(setup: Setup, server: ServerState, received: Sequence[Received],
   stacked = stack_uploads([d if d is not None else () for d in deltas], server.params,
                           max_norm=fed.max_update_norm)
   refused = {}
-  for r, reason in zip(received, stacked.reasons):
+  num_users = setup.public.num_users
+  known = np.asarray([0 <= r.client_id < num_users for r in received], bool)
+  for r, reason, ours in zip(received, stacked.reasons, known):
+    if not ours and reason is None:
+      reason = f"client id {r.client_id} is not a user of this federation (0 .. {num_users - 1})"
     if r.problem is not None or reason is not None:
       refused[r.client_id] = r.problem or reason
-  counts = [declared_counts(setup, r.client_id) for r in received]
+  # A refused upload is masked out whatever it declares: unknown ids get (0, 0).
+  counts = [declared_counts(setup, r.client_id) if 0 <= r.client_id < num_users else (0.0, 0)
+            for r in received]
   uploads = ClientUpload(delta=stacked.updates,
                          num_examples=np.asarray([c[0] for c in counts], np.float32),
                          num_steps=np.asarray([c[1] for c in counts], np.int32), extra=(),
                          num_bytes=np.asarray([r.num_bytes for r in received], np.float32))
   server_view.record("upload.declared", (np.asarray([r.client_id for r in received]),
                                          uploads._replace(delta=(), extra=())))
-  arrived = stacked.mask > 0
+  arrived = (stacked.mask > 0) & known
   key = client_key(pipeline.stream_key(setup.config.seed, "clients"), round_index, SERVER_STREAM)
   server, accepted = _server_round(server, uploads, arrived, key, algorithm=setup.algorithm,
                                    max_update_norm=fed.max_update_norm)

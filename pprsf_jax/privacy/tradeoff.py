@@ -62,6 +62,11 @@ def row(mechanism: str, epsilon: float, results: dict[str, Any]) -> dict[str, An
       "candidate_attribute_auc": {name: audit["attribute_from_candidates"][name]["auc"]
                                   for name in ATTRIBUTES},
       "interaction_auc": audit["interaction_from_uploads_auc"],
+      # What the uploads declare beside their updates: gender, and "more private candidates
+      # than the median client" (NaN: every client declares the same).
+      "declared_gender_auc": audit["attribute_from_declared"]["gender"]["auc"],
+      "declared_private_count_auc": audit["private_count_from_declared"]["auc"],
+      "request_membership_auc": audit["request_membership_auc"],
       "up_bytes": communication["up_update"] + communication["up_top_t"],
       "down_bytes": (communication["down_theta_and_broadcast"] + communication["down_candidates"]
                      + communication["down_neighbor_lists"]),
@@ -99,8 +104,8 @@ def sweep(base: RunConfig, epsilons: list[float], mechanisms: list[str],
 def markdown(rows: list[dict[str, Any]]) -> str:
   metric = rows[0]["metric"] if rows else "ndcg@10"
   lines = [
-      f"| mechanism | target ε | ε spent | z | PPRSF {metric} | P_FL {metric} | upload AUC gender / age / occupation | request AUC gender / age / occupation | candidates AUC (baseline) | interaction AUC | up B | down B |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|",
+      f"| mechanism | target ε | ε spent | z | PPRSF {metric} | P_FL {metric} | upload AUC gender / age / occupation | request AUC gender / age / occupation | candidates AUC (baseline) | interaction AUC | declared fields AUC gender / private count | request membership AUC | up B | down B |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     auc = lambda table: " / ".join(f"{table[name]:.3f}" for name in ATTRIBUTES)
@@ -109,7 +114,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         f"{r['noise_multiplier']:.3g} | {r['pprsf']:.4f} | {r['p_fl']:.4f} | "
         f"{auc(r['upload_attribute_auc'])} | {auc(r['request_attribute_auc'])} | "
         f"{auc(r['candidate_attribute_auc'])} | "
-        f"{r['interaction_auc']:.3f} | {r['up_bytes']:,.0f} | {r['down_bytes']:,.0f} |")
+        f"{r['interaction_auc']:.3f} | {r['declared_gender_auc']:.3f} / "
+        f"{r['declared_private_count_auc']:.3f} | {r['request_membership_auc']:.3f} | "
+        f"{r['up_bytes']:,.0f} | {r['down_bytes']:,.0f} |")
   return "\n".join(lines) + "\n"
 
 
