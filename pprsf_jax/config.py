@@ -255,7 +255,9 @@ class FederatedConfig:
   clients_per_round: int = 100  # cohort size C (capped at the number of clients)
   sampling: str = "fixed"  # cohorts: "fixed" (C clients without replacement), "poisson" (each client with probability C/N) or "sweep" (every client once per ceil(N/C) rounds)
   aggregator: str = "fedavg"  # aggregation rule by registry name (see pprsf_jax.aggregation.REDUCERS)
-  weighting: str = "examples"  # client weights: "examples" (by example count) or "uniform"
+  # Client weights: "examples" (by the real candidate slots the server sent the client: never a
+  # count of its own, which would reveal its private history) or "uniform".
+  weighting: str = "examples"
   server_optimizer: str = "sgd"  # optax optimizer on the pseudo-gradient: sgd, momentum, adam, yogi, adagrad
   server_learning_rate: float = 3.0  # server step on the mean update; 1.0 with sgd is plain FedAvg
   byzantine_f: int = 1  # f: Byzantine clients tolerated by krum / multi_krum / bulyan

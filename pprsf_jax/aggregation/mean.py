@@ -64,6 +64,8 @@ def mean_reducer() -> SumReducer:
 def fednova_reducer() -> SumReducer:
   """FedNova (Wang et al., 2020) for local SGD: with p_c = w_c m_c / sum w m and tau_c the local
   steps of client c, the update is tau_eff * sum_c p_c u_c / tau_c, tau_eff = sum_c p_c tau_c.
+  In the round, tau_c is the step count a client declares: the steps the lists the server sent
+  it plan for (`ranking.client.public_upload_counts`), not the steps it took.
 
   Clients that ran more steps no longer pull Theta toward their own optimum; with equal steps it
   is the weighted mean.
