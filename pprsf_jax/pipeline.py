@@ -198,7 +198,7 @@ def rank_all(params, examples: ClientExamples, item_table: ItemTable, *, model: 
 @functools.partial(jax.jit, static_argnames=("num_decoys",))
 def _pad_requests(request: TopTRequest, examples: ClientExamples, key, *,
                   num_decoys: int) -> tuple[TopTRequest, jax.Array]:
-  """Every client pads its request with decoys (client side; the decoys [U, D] stay there)."""
+  """Every client pads its request with decoys (client side; the decoys [U, T + D] stay there)."""
   users = request.items.shape[0]
   # Decoys come from what the server sent (items), never from the client's private filter (mask).
   items, scores, decoys = jax.vmap(pad_request, in_axes=(0, 0, 0, 0, None))(
@@ -373,7 +373,7 @@ class Served(NamedTuple):
   """One serving period, as `run` evaluates it."""
 
   lists: dict[str, np.ndarray]  # [U, top_k] each method's final lists
-  requests: np.ndarray  # [U, T + D] the items each request sent the server names
+  requests: np.ndarray  # [U, T + D] the items each request names, as the server received them
   candidates: np.ndarray  # [U, K] the candidates the server sent
   filtered: np.ndarray  # [U, K] bool: those each client filtered out as privately known
   variants: dict[str, np.ndarray]  # PPRSF's final lists under other re-rank settings
@@ -466,6 +466,8 @@ def run(config: RunConfig, *, progress: bool = True,
 
   # Server: recall on public data.
   recall_key = (config.data, config.recall, config.seed, config.baselines.recall_models)
+  if partition is not None:
+    recall_cache = None  # a given partition is not part of the key: share no models under it
   if recall_cache is not None and recall_key in recall_cache:
     recall = recall_cache[recall_key]
   else:

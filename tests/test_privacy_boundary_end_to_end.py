@@ -163,8 +163,6 @@ def run_online(tables, timeline):
 
 
 def test_the_server_view_of_the_online_loop_ignores_private_data(tables):
-  config = CONFIG.privacy
-  assert config.request_decoys  # the online loop sends plain Top-T requests: order them out
   timeline = build_timeline(tables, CONFIG.data, CONFIG.online, CONFIG.seed)
   poisoned_timeline = build_timeline(rewrite_private_rows(tables, timeline.private), CONFIG.data,
                                      CONFIG.online, CONFIG.seed, private=timeline.private,
