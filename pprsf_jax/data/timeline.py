@@ -65,9 +65,13 @@ class Timeline:
 
   def first_day(self, ids: np.ndarray, size: int) -> np.ndarray:
     """[size] the day of each user's (or item's, by `ids`) first interaction; days + 1 if none."""
-    first = np.full(size, self.num_days + 1, np.int32)
-    np.minimum.at(first, ids, self.day)
-    return first
+    return _first_day(ids, self.day, size, self.num_days)
+
+
+def _first_day(ids: np.ndarray, day: np.ndarray, size: int, num_days: int) -> np.ndarray:
+  first = np.full(size, num_days + 1, np.int32)
+  np.minimum.at(first, ids, day)
+  return first
 
 
 def build_timeline(tables: MovieLensTables, data: DataConfig, online: OnlineConfig,
@@ -100,9 +104,8 @@ def build_timeline(tables: MovieLensTables, data: DataConfig, online: OnlineConf
   if private is None:
     private = _per_user_quota(user, every, data.private_share, rng)
   fold = deal_folds(user, every, private, data.label_folds, tables.num_users, seed)
-  if signup_day is None:
-    signup_day = np.full(tables.num_users, online.days + 1, np.int32)
-    np.minimum.at(signup_day, user, day)
+  if signup_day is None:  # a device registers on its user's first day of activity
+    signup_day = _first_day(user, day, tables.num_users, online.days)
   return Timeline(tables=tables, day=day, private=private, fold=fold, signup_day=signup_day,
                   num_days=online.days,
                   num_folds=data.label_folds,

@@ -63,6 +63,9 @@ class Setup(NamedTuple):
   item_table: ItemTable
   local: LocalTraining
   training_candidates: tuple[Candidates, ...]  # one [N, K] list per cross-fitting fold
+  # [N] each user's upload weight and planned steps, from the lists above (`declared_counts`)
+  declared_weights: np.ndarray
+  declared_steps: np.ndarray
   schedule: list[np.ndarray]  # [rounds] client ids per round
   plan: PrivacyPlan | None
   algorithm: FederatedAlgorithm
@@ -85,9 +88,11 @@ def prepare(config: RunConfig, public: PublicData, server_view=IGNORED) -> Setup
   schedule = cohort_schedule(public.num_users, fed.clients_per_round, fed.rounds, config.seed,
                              fed.sampling)
   plan = plan_privacy(config.privacy, fed, public.num_users, schedule)
+  local = pipeline.local_training(config)
   return Setup(config=config, public=public, recall=recall,
                item_table=make_item_table(public.catalogue),
-               local=pipeline.local_training(config), training_candidates=candidates,
+               local=local, training_candidates=candidates,
+               **declared_counts(candidates, local),
                schedule=schedule, plan=plan,
                algorithm=private_algorithm(fed, public.num_users, plan))
 
@@ -146,12 +151,13 @@ class RoundOutcome(NamedTuple):
   refused: dict[int, str]  # client id -> reason, for uploads that did not count
 
 
-def declared_counts(setup: Setup, user: int) -> tuple[float, int]:
-  """(weight, planned local steps) of `user`'s upload, from the lists the server sent it: the
-  simulator's client declares the same (`ranking.client.public_upload_counts`)."""
-  items = np.stack([candidates.items[user] for candidates in setup.training_candidates])
-  weight, steps = public_upload_counts(jax.numpy.asarray(items), setup.local)
-  return float(weight), int(steps)
+def declared_counts(candidates: tuple[Candidates, ...], local: LocalTraining) -> dict:
+  """Every user's upload weight and planned local steps, from the lists the server sends it
+  (vmapped once per run): the simulator's clients declare the same
+  (`ranking.client.public_upload_counts`)."""
+  items = jax.numpy.asarray(np.stack([c.items for c in candidates], axis=1))  # [N, S, K]
+  weights, steps = jax.vmap(lambda own: public_upload_counts(own, local))(items)
+  return {"declared_weights": np.asarray(weights), "declared_steps": np.asarray(steps)}
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm", "max_update_norm"))
@@ -180,12 +186,10 @@ def aggregate(setup: Setup, server: ServerState, received: Sequence[Received],
       reason = f"client id {r.client_id} is not a user of this federation (0 .. {num_users - 1})"
     if r.problem is not None or reason is not None:
       refused[r.client_id] = r.problem or reason
-  # A refused upload is masked out whatever it declares: unknown ids get (0, 0).
-  counts = [declared_counts(setup, r.client_id) if 0 <= r.client_id < num_users else (0.0, 0)
-            for r in received]
-  uploads = ClientUpload(delta=stacked.updates,
-                         num_examples=np.asarray([c[0] for c in counts], np.float32),
-                         num_steps=np.asarray([c[1] for c in counts], np.int32), extra=(),
+  # A refused upload is masked out whatever it declares: unknown ids read user 0's counts.
+  ids = np.where(known, np.asarray([r.client_id for r in received], np.int64), 0)
+  uploads = ClientUpload(delta=stacked.updates, num_examples=setup.declared_weights[ids],
+                         num_steps=setup.declared_steps[ids], extra=(),
                          num_bytes=np.asarray([r.num_bytes for r in received], np.float32))
   server_view.record("upload.declared", (np.asarray([r.client_id for r in received]),
                                          uploads._replace(delta=(), extra=())))
