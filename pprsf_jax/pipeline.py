@@ -57,6 +57,19 @@ from pprsf_jax.rerank import (RerankContext, Strategy, evaluation_grid, final_li
 from pprsf_jax.service import serve_period
 from pprsf_jax.types import Candidates, Interactions, PrivateData, PublicData, TopTRequest
 
+# The run's stages, in order: (name, what it does). `run` composes them; each is a function of
+# this module that can be called or replaced on its own.
+STAGES: tuple[tuple[str, str], ...] = (
+    ("load", "read the data and split it into public (server) and private (device) parts"),
+    ("recall", "train the server's recall models on public data"),
+    ("candidates", "send each client K candidates per training fold; clients build examples"),
+    ("federated_ranking", "train the ranking model by federated rounds (P_FL)"),
+    ("baselines", "train the comparison models: pooled P_Sum, local-only P_i, fine-tuned P_FL"),
+    ("serve", "serve the validation and test periods: rank on device, re-rank on the server"),
+    ("evaluate", "score every method's lists; the privacy audit when configured"),
+    ("report", "assemble the results (and write the run folder)"),
+)
+
 # Independent key streams, derived from the seed by name (so adding a stream changes no other).
 _STREAMS = {"recall_serving": 2, "theta0": 3, "clients": 4, "central": 5, "local_only": 6,
             "recall_fold": 7, "decoys": 8, "finetune": 9, "recall_baselines": 10}
