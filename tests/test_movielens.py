@@ -1,6 +1,8 @@
-"""Tests for pprsf_jax.data.movielens: both parsers, error reporting, and the fetch logic.
+"""Tests for the MovieLens loader (pprsf_jax.data.movielens and the modules beside it): both
+parsers, error reporting, and the fetch logic.
 
-No network: `_download` and the source table are monkeypatched with fake archives built here.
+No network: `fetch._download` and the source table are monkeypatched with fake archives built
+here; pooch's real download-and-verify runs on what the fake serves.
 """
 
 from __future__ import annotations
@@ -17,21 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pprsf_jax.data import movielens
-from pprsf_jax.data.movielens import (
-    GENRES,
-    DataFormatError,
-    DataUnavailableError,
-    MovieLensTables,
-    default_cache_dir,
-    fetch_movielens,
-    load_movielens,
-    read_grouplens,
-    read_recbole,
-)
+from pprsf_jax.data import fetch
+from pprsf_jax.data.fetch import default_cache_dir
+from pprsf_jax.data.grouplens import read_grouplens
+from pprsf_jax.data.movielens import fetch_movielens, load_movielens
+from pprsf_jax.data.recbole import read_recbole
+from pprsf_jax.data.tables import GENRES, DataFormatError, DataUnavailableError, MovieLensTables
 
 # ---- One small data set, written out in both layouts ----------------------------------------
 
@@ -462,6 +459,14 @@ def fake_sources(gl_zip: bytes = GL_ZIP, wheel: bytes = WHEEL, rb_files=RB_FILES
   }
 
 
+def serve(output, data: bytes) -> None:
+  """Writes a fake body where `_download` writes: a file name (pooch's scratch file) or a stream."""
+  if hasattr(output, "write"):
+    output.write(data)
+  else:
+    Path(output).write_bytes(data)
+
+
 class FakeNetwork:
   """Stands in for `_download`: serves bytes or raises, and records every URL asked for."""
 
@@ -469,22 +474,23 @@ class FakeNetwork:
     self.responses = responses
     self.calls: list[str] = []
 
-  def __call__(self, url: str, timeout: float = 30.0) -> bytes:
+  def __call__(self, url: str, output, progress: bool = False) -> None:
+    del progress
     self.calls.append(url)
     response = self.responses.get(url, urllib.error.URLError("Name or service not known"))
     if isinstance(response, BaseException):
       raise response
-    return response
+    serve(output, response)
 
 
 @pytest.fixture
 def network(monkeypatch):
   """Installs the fake source table; returns a function that installs fake responses."""
-  monkeypatch.setattr(movielens, "DATASET_SOURCES", fake_sources())
+  monkeypatch.setattr(fetch, "DATASET_SOURCES", fake_sources())
 
   def install(responses: dict[str, bytes | BaseException]) -> FakeNetwork:
     fake = FakeNetwork(responses)
-    monkeypatch.setattr(movielens, "_download", fake)
+    monkeypatch.setattr(fetch, "_download", fake)
     return fake
 
   return install
@@ -495,7 +501,7 @@ def files_under(folder: Path) -> list[str]:
 
 
 def test_real_source_table_is_complete():
-  grouplens, recbole = movielens.DATASET_SOURCES["ml-100k"]
+  grouplens, recbole = fetch.DATASET_SOURCES["ml-100k"]
   assert grouplens["archive_digest"] == ("md5", "0e33842e24a9c977be4e0107933c0723")
   assert recbole["archive"] == WHEEL_NAME and recbole["index_url"].startswith("https://pypi.org")
   assert set(recbole["file_sha256"]) == set(recbole["members"])
@@ -561,7 +567,7 @@ def test_bad_member_checksum_is_reported_and_not_written(tmp_path, network, monk
   wheel = make_zip({RECBOLE_MEMBER.format(n): d for n, d in tampered.items()})
   sources = fake_sources(wheel=wheel)
   sources["ml-100k"][1]["file_sha256"] = {n: sha256(d) for n, d in RB_FILES.items()}
-  monkeypatch.setattr(movielens, "DATASET_SOURCES", sources)
+  monkeypatch.setattr(fetch, "DATASET_SOURCES", sources)
   network({KNOWN_WHEEL_URL: wheel})
   with pytest.raises(DataUnavailableError) as caught:
     fetch_movielens(cache_dir=tmp_path)
@@ -617,7 +623,7 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, network, monkeypatch
   def interrupted(src, dst):
     raise Interrupted
 
-  monkeypatch.setattr(movielens.os, "replace", interrupted)
+  monkeypatch.setattr(fetch.os, "replace", interrupted)
   with pytest.raises(Interrupted):
     fetch_movielens(cache_dir=tmp_path)
   monkeypatch.undo()
@@ -660,22 +666,30 @@ def test_cache_dir_comes_from_environment(tmp_path, network, monkeypatch):
 
 def test_relative_index_links_are_resolved():
   page = f'<a href="../../packages/ab/{WHEEL_NAME}#sha256=abc">{WHEEL_NAME}</a>'
-  found = movielens._find_archive_link(page, WHEEL_NAME, "https://pypi.example/simple/recbole/")
+  found = fetch._find_archive_link(page, WHEEL_NAME, "https://pypi.example/simple/recbole/")
   assert found == f"https://pypi.example/packages/ab/{WHEEL_NAME}"
-  assert movielens._find_archive_link("<p>nothing</p>", WHEEL_NAME, INDEX_URL) is None
+  assert fetch._find_archive_link("<p>nothing</p>", WHEEL_NAME, INDEX_URL) is None
 
 
 def test_download_sends_user_agent_and_timeout(monkeypatch):
   seen = {}
 
-  class Response(io.BytesIO):
-    def __enter__(self):
-      return self
+  class Response:
+    headers = {"content-length": "7"}
 
-  def urlopen(request, timeout):
-    seen.update(agent=request.get_header("User-agent"), timeout=timeout, url=request.full_url)
-    return Response(b"payload")
+    def raise_for_status(self):
+      pass
 
-  monkeypatch.setattr(movielens.urllib.request, "urlopen", urlopen)
-  assert movielens._download("https://x.example/f") == b"payload"
+    def iter_content(self, chunk_size):
+      del chunk_size
+      yield b"payload"
+
+  def get(url, timeout, **kwargs):  # what pooch's HTTPDownloader calls
+    seen.update(agent=kwargs["headers"]["User-Agent"], timeout=timeout, url=url)
+    return Response()
+
+  monkeypatch.setattr(requests, "get", get)
+  body = io.BytesIO()
+  fetch._download("https://x.example/f", body)
+  assert body.getvalue() == b"payload"
   assert seen["agent"].startswith("pprsf_jax") and seen["timeout"] == 30.0

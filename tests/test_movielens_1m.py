@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from pprsf_jax.config import DataConfig
-from pprsf_jax.data import movielens
+from pprsf_jax.data import fetch, grouplens
 from pprsf_jax.data.dataset import build_dataset
-from pprsf_jax.data.movielens import (GENRES, DataFormatError, DataUnavailableError,
-                                      fetch_movielens, load_movielens)
-from test_movielens import make_zip
+from pprsf_jax.data.movielens import fetch_movielens, load_movielens
+from pprsf_jax.data.tables import GENRES, DataFormatError, DataUnavailableError
+from test_movielens import make_zip, serve
 
 # (raw id, gender, age code, occupation code, zip); file order deliberately not numeric.
 USERS = (("1", "F", 1, "10", "48067"), ("2", "M", 56, "16", "70072"),
@@ -69,7 +69,7 @@ def test_ml1m_layout_parses_to_known_values(tmp_path):
 
 def test_ml1m_ages_fall_in_the_dataset_age_buckets(tmp_path):
   """ML-1M's age codes are the lower bounds of the buckets the dataset encodes ages into."""
-  assert movielens.ML1M_FILES == ("ratings.dat", "users.dat", "movies.dat")
+  assert grouplens.ML1M_FILES == ("ratings.dat", "users.dat", "movies.dat")
   from pprsf_jax.data.dataset import AGE_BUCKET_EDGES  # pylint: disable=import-outside-toplevel
   codes = np.array([1, 18, 25, 35, 45, 50, 56])
   assert np.searchsorted(AGE_BUCKET_EDGES, codes, side="right").tolist() == list(range(7))
@@ -138,32 +138,32 @@ ARCHIVE = make_zip({f"ml-1m/{name}": data for name, data in FILES.items()})
 
 @pytest.fixture
 def fake_network(monkeypatch):
-  source = dict(movielens.DATASET_SOURCES["ml-1m"][0], urls=(URL,),
+  source = dict(fetch.DATASET_SOURCES["ml-1m"][0], urls=(URL,),
                 archive_digest=("md5", hashlib.md5(ARCHIVE).hexdigest()))
-  monkeypatch.setattr(movielens, "DATASET_SOURCES", {"ml-1m": (source,)})
+  monkeypatch.setattr(fetch, "DATASET_SOURCES", {"ml-1m": (source,)})
 
   def install(responses):
     calls = []
 
-    def download(url, timeout=30.0):
-      del timeout
+    def download(url, output, progress=False):
+      del progress
       calls.append(url)
       response = responses.get(url, urllib.error.URLError("Name or service not known"))
       if isinstance(response, BaseException):
         raise response
-      return response
+      serve(output, response)
 
-    monkeypatch.setattr(movielens, "_download", download)
+    monkeypatch.setattr(fetch, "_download", download)
     return calls
 
   return install
 
 
 def test_real_ml1m_source_is_the_grouplens_archive():
-  (source,) = movielens.DATASET_SOURCES["ml-1m"]
+  (source,) = fetch.DATASET_SOURCES["ml-1m"]
   assert source["urls"] == ("https://files.grouplens.org/datasets/movielens/ml-1m.zip",)
   assert source["archive_digest"] == ("md5", "c4d9eecfca2ab87c1945afe126590906")
-  assert set(source["members"]) == set(movielens.ML1M_FILES)
+  assert set(source["members"]) == set(grouplens.ML1M_FILES)
 
 
 def test_ml1m_download_then_cache_hit(tmp_path, fake_network):

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 
 from pprsf_jax import pipeline
 from pprsf_jax.config import ConfigError, RerankConfig, RunConfig, apply_overrides
-from pprsf_jax.data.movielens import GENRES
+from pprsf_jax.data.tables import GENRES
 from pprsf_jax.rerank import (STRATEGIES, RerankContext, cold_start, compose, evaluation_grid,
                               fairness, freshness, head_items, make_reranker, new_items,
                               popularity, rules)

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pprsf_jax.config import DataConfig
-from pprsf_jax.data.movielens import MovieLensTables
+from pprsf_jax.data.tables import MovieLensTables
 from pprsf_jax.types import Interactions, ItemCatalogue, Period, PrivateData, PublicData
 
 # Age buckets of the MovieLens-1M documentation; they suit ML-100K ages as well.

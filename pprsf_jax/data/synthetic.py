@@ -13,7 +13,7 @@ import numpy as np
 
 from pprsf_jax.config import SyntheticConfig
 from pprsf_jax.data.dataset import AGE_BUCKET_EDGES
-from pprsf_jax.data.movielens import GENRES, MovieLensTables
+from pprsf_jax.data.tables import GENRES, MovieLensTables
 
 OCCUPATIONS = ("artist", "engineer", "student", "teacher", "writer")
 FIRST_TIME, TIME_WINDOW = 880_000_000, 10**7  # Unix seconds: about 16 weeks from November 1997

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pprsf_jax.data.dataset import AGE_BUCKET_EDGES, encode_attributes
-from pprsf_jax.data.movielens import GENRES
+from pprsf_jax.data.tables import GENRES
 from pprsf_jax.types import Interactions, ItemCatalogue
 
 NUM_OCCUPATIONS = 21  # as many as MovieLens-100K's vocabulary, so feature widths are comparable

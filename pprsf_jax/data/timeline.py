@@ -19,7 +19,7 @@ import numpy as np
 from pprsf_jax.config import DataConfig, OnlineConfig
 from pprsf_jax.data.dataset import (FederatedDataset, _per_user_quota, deal_folds,
                                     encode_catalogue, encode_user_features)
-from pprsf_jax.data.movielens import MovieLensTables
+from pprsf_jax.data.tables import MovieLensTables
 from pprsf_jax.types import Interactions, Period, PrivateData, PublicData
 
 
