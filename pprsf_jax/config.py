@@ -3,18 +3,36 @@
 Every field is validated on construction; an impossible value raises `ConfigError` naming the
 field and the allowed range. Presets live in `configs/*.py` as `get_config() -> RunConfig`;
 `apply_overrides` turns command-line `section.field=value` strings into a new config.
+
+This module is also the field reference (`pprsf fields`, docs/configuration.md, both rendered by
+`pprsf_jax.fields`): a field's meaning is its `# comment` here (the lines above it and the one
+after it), and its allowed values are what its checks say (`allowed_values`), so neither can
+drift from the code. Limits that need the data (the federation's size) are checked by
+`check_against_data` once it has loaded.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import typing
 from typing import Any, Iterable
 
+# The registries name the aggregators and re-rank strategies a config may select; they import
+# nothing from this module, so the dependency runs one way.
+from pprsf_jax.aggregation.registry import COMPRESSORS, LOCAL_ALGORITHMS, REDUCERS
+from pprsf_jax.data.tables import GENRES
+from pprsf_jax.rerank.registry import STRATEGIES
+
 
 class ConfigError(ValueError):
   """A config field holds a value outside its allowed range."""
+
+
+class ConfigFileError(ConfigError):
+  """A preset file failed to load (`pprsf_jax.cli.load_config`): the message is one line,
+  `<file>:<line>: <problem>`."""
 
 
 _MAX_SHOWN = 200  # characters of a value shown in a message; a huge value must not bury the field
@@ -37,7 +55,17 @@ def _show(path: str) -> str:
   return path if path.isprintable() and len(path) <= _MAX_SHOWN else _describe(path)
 
 
+# While `allowed_values` builds a default config, every check notes what it allows here. A check
+# that only applies under some setting runs anyway, as `_check(not setting or ok, ...)`, so that
+# it is noted too; its `allowed` text names the setting.
+_noted: contextvars.ContextVar[dict[str, list[str]] | None] = contextvars.ContextVar(
+    "_noted", default=None)
+
+
 def _check(condition: bool, field: str, allowed: str, value: Any) -> None:
+  noted = _noted.get()
+  if noted is not None and allowed not in noted.setdefault(field, []):
+    noted[field].append(allowed)
   if not condition:
     raise ConfigError(f"{field}={_describe(value)} is invalid: allowed {allowed}")
 
@@ -88,6 +116,11 @@ def _check_choice(value: Any, field: str, choices: Iterable[str],
 def _check_text(value: Any, field: str, allowed: str) -> None:
   """`value` is a non-empty string; NUL is refused because no name or path can hold it."""
   _check(isinstance(value, str) and bool(value) and "\x00" not in value, field, allowed, value)
+
+
+def _unknown(names: list[str]) -> str:
+  """The names a message should point out, if any (none in the field reference's words)."""
+  return f" (unknown: {_describe(names)})" if names else ""
 
 
 def _check_section(value: Any, field: str, section: type) -> None:
@@ -252,7 +285,7 @@ class FederatedConfig:
   """Federated training of the ranking model."""
 
   rounds: int = 300  # server rounds
-  clients_per_round: int = 100  # cohort size C (capped at the number of clients)
+  clients_per_round: int = 100  # cohort size C (with sampling "poisson": the expected size)
   sampling: str = "fixed"  # cohorts: "fixed" (C clients without replacement), "poisson" (each client with probability C/N) or "sweep" (every client once per ceil(N/C) rounds)
   aggregator: str = "fedavg"  # aggregation rule by registry name (see pprsf_jax.aggregation.REDUCERS)
   # Client weights: "examples" (by the real candidate slots the server sent the client: never a
@@ -285,11 +318,8 @@ class FederatedConfig:
     _check_int(self.clients_per_round, "federated.clients_per_round", 1)
     _check_choice(self.sampling, "federated.sampling", ("fixed", "poisson", "sweep"),
                   '"fixed", "poisson" or "sweep"')
-    # Imported here: the registry imports this module, and names are checked when a config is made.
-    from pprsf_jax.aggregation import registry  # pylint: disable=import-outside-toplevel
-    for field, table in (("aggregator", registry.REDUCERS),
-                         ("local_algorithm", registry.LOCAL_ALGORITHMS),
-                         ("compression", registry.COMPRESSORS)):
+    for field, table in (("aggregator", REDUCERS), ("local_algorithm", LOCAL_ALGORITHMS),
+                         ("compression", COMPRESSORS)):
       _check_choice(getattr(self, field), f"federated.{field}", table)
     _check_choice(self.weighting, "federated.weighting", ("examples", "uniform"),
                   '"examples" or "uniform"')
@@ -309,6 +339,8 @@ class FederatedConfig:
     _check_real(self.dropout_rate, "federated.dropout_rate", 0, 1, high_open=True)
     _check_real(self.straggler_rate, "federated.straggler_rate", 0, 1)
     _check_real(self.straggler_min_work, "federated.straggler_min_work", 0, 1, low_open=True)
+    # Imported here: the ranking package imports the recall package, whose registry imports this
+    # module (it reads RecallConfig's fields).
     from pprsf_jax.ranking.attacks import ATTACKS  # pylint: disable=import-outside-toplevel
     _check_choice(self.attack, "federated.attack", ATTACKS)
     _check_real(self.attacker_share, "federated.attacker_share", 0, 0.5, high_open=True)
@@ -356,10 +388,12 @@ class PrivacyConfig:
     _check_real(self.secure_aggregation_bound, "privacy.secure_aggregation_bound", 0,
                 low_open=True)
     _check_int(self.request_decoys, "privacy.request_decoys", 0)
-    if self.clipping == "adaptive" and self.target_epsilon == 0 and self.clip_count_stddev > 0:
-      _check(2 * self.clip_count_stddev > self.noise_multiplier, "privacy.clip_count_stddev",
-             f"> privacy.noise_multiplier / 2 ({self.noise_multiplier / 2}) under adaptive "
-             "clipping", self.clip_count_stddev)
+    # Only a fixed noise multiplier can be compared (target_epsilon > 0 calibrates it later).
+    fixed_z = self.clipping == "adaptive" and self.target_epsilon == 0
+    _check(not fixed_z or self.clip_count_stddev == 0
+           or 2 * self.clip_count_stddev > self.noise_multiplier, "privacy.clip_count_stddev",
+           f"0 or > privacy.noise_multiplier / 2 ({self.noise_multiplier / 2}) under adaptive "
+           "clipping with privacy.target_epsilon=0", self.clip_count_stddev)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -405,7 +439,7 @@ class RerankConfig:
   fairness_head_share: float = 0.2
   fairness_min_tail_share: float = 0.3  # fairness: tail share required in the leading positions
   fairness_list_length: int = 10  # fairness: leading positions the tail quota covers
-  # rules: items carrying any of these genres (names from data.movielens.GENRES) are removed
+  # rules: items carrying any of these genres (names from pprsf_jax.data.tables.GENRES) are removed
   rules_exclude_genres: tuple[str, ...] = ()
   rules_max_per_genre: int = 0  # rules: at most this many items per primary genre (0 = no cap)
   new_item_slots: int = 1  # new_items: slots per list for items with no public interactions
@@ -418,11 +452,8 @@ class RerankConfig:
         "a tuple of strategy names (strings; empty for no re-rank)",
         self.strategies,
     )
-    # Imported here, as for FederatedConfig: the registry imports this module.
-    from pprsf_jax.rerank import registry  # pylint: disable=import-outside-toplevel
-    unknown = [name for name in self.strategies if name not in registry.STRATEGIES]
-    _check(not unknown, "rerank.strategies",
-           f"names from {sorted(registry.STRATEGIES)} (unknown: {_describe(unknown)})",
+    unknown = [name for name in self.strategies if name not in STRATEGIES]
+    _check(not unknown, "rerank.strategies", f"names from {sorted(STRATEGIES)}{_unknown(unknown)}",
            self.strategies)
     _check_real(self.mmr_lambda, "rerank.mmr_lambda", 0, 1)
     _check_real(self.cold_start_popularity_weight, "rerank.cold_start_popularity_weight", 0, 1)
@@ -433,13 +464,12 @@ class RerankConfig:
                 low_open=True, high_open=True)
     _check_real(self.fairness_min_tail_share, "rerank.fairness_min_tail_share", 0, 1)
     _check_int(self.fairness_list_length, "rerank.fairness_list_length", 1)
-    from pprsf_jax.data.movielens import GENRES  # pylint: disable=import-outside-toplevel
     genres = self.rules_exclude_genres
     _check(isinstance(genres, tuple) and all(isinstance(g, str) for g in genres),
            "rerank.rules_exclude_genres", "a tuple of genre names (strings)", genres)
     unknown = [genre for genre in genres if genre not in GENRES]
     _check(not unknown, "rerank.rules_exclude_genres",
-           f"names from {list(GENRES)} (unknown: {_describe(unknown)})", genres)
+           f"names from {list(GENRES)}{_unknown(unknown)}", genres)
     _check_int(self.rules_max_per_genre, "rerank.rules_max_per_genre", 0)
     _check_int(self.new_item_slots, "rerank.new_item_slots", 0)
     _check_int(self.new_item_position, "rerank.new_item_position", 0)
@@ -448,7 +478,6 @@ class RerankConfig:
   def rules_exclude_columns(self) -> tuple[int, ...]:
     """The catalogue's genre columns of `rules_exclude_genres` (the re-rank layer, server
     code, may not import the data package that names them)."""
-    from pprsf_jax.data.movielens import GENRES  # pylint: disable=import-outside-toplevel
     return tuple(GENRES.index(genre) for genre in self.rules_exclude_genres)
 
 
@@ -530,54 +559,106 @@ class RunConfig:
         f"<= ranking.top_t ({self.ranking.top_t})",
         self.eval.top_k,
     )
-    if self.eval.sampled_negatives:
-      _check(self.data.split == "leave_one_out", "data.split",
-             '"leave_one_out" when eval.sampled_negatives > 0 (one held-out item per user)',
-             self.data.split)
-      _check(self.eval.sampled_negatives + 1 > self.ranking.top_t, "eval.sampled_negatives",
-             f"> ranking.top_t - 1 ({self.ranking.top_t - 1}): the sampled list is what "
-             "clients rank", self.eval.sampled_negatives)
+    sampled = self.eval.sampled_negatives > 0
+    _check(not sampled or self.data.split == "leave_one_out", "data.split",
+           '"leave_one_out" when eval.sampled_negatives > 0 (one held-out item per user)',
+           self.data.split)
+    _check(not sampled or self.eval.sampled_negatives + 1 > self.ranking.top_t,
+           "eval.sampled_negatives",
+           f"0 or > ranking.top_t - 1 ({self.ranking.top_t - 1}): the sampled list is what "
+           "clients rank", self.eval.sampled_negatives)
     self._check_privacy()
 
   def _check_privacy(self) -> None:
     """Privacy combinations that cannot hold (a DP guarantee, or what secure aggregation lets
     the server see), named by the field to change."""
     privacy, fed = self.privacy, self.federated
-    if privacy.secure_aggregation:
-      # The server sees only the sum: nothing that needs one client's update can run.
-      why = "under privacy.secure_aggregation=true (the server sees only the sum of uploads)"
-      _check(fed.aggregator == "fedavg", "federated.aggregator", f'"fedavg" {why}',
-             fed.aggregator)
-      _check(fed.local_algorithm != "scaffold", "federated.local_algorithm",
-             f"sgd or fedprox {why}", fed.local_algorithm)
-      _check(fed.compression == "none", "federated.compression",
-             f'"none" {why}: masked vectors are dense whatever the encoding', fed.compression)
-      _check(fed.max_update_norm == 0, "federated.max_update_norm", f"0 {why}",
-             fed.max_update_norm)
-      _check(privacy.mechanism != "central", "privacy.mechanism",
-             f'"none" or "local" {why}: server-side clipping needs single updates',
-             privacy.mechanism)
+    # The server sees only the sum: nothing that needs one client's update can run.
+    secure = privacy.secure_aggregation
+    why = "under privacy.secure_aggregation=true (the server sees only the sum of uploads)"
+    _check(not secure or fed.aggregator == "fedavg", "federated.aggregator", f'"fedavg" {why}',
+           fed.aggregator)
+    _check(not secure or fed.local_algorithm != "scaffold", "federated.local_algorithm",
+           f"sgd or fedprox {why}", fed.local_algorithm)
+    _check(not secure or fed.compression == "none", "federated.compression",
+           f'"none" {why}: masked vectors are dense whatever the encoding', fed.compression)
+    _check(not secure or fed.max_update_norm == 0, "federated.max_update_norm", f"0 {why}",
+           fed.max_update_norm)
+    _check(not secure or privacy.mechanism != "central", "privacy.mechanism",
+           f'"none" or "local" {why}: server-side clipping needs single updates',
+           privacy.mechanism)
     _check(privacy.clipping == "fixed" or privacy.mechanism == "central", "privacy.clipping",
            '"fixed" unless privacy.mechanism="central" (adaptive clipping is the server\'s)',
            privacy.clipping)
-    if privacy.mechanism == "none":
-      return
-    _check(fed.sampling != "sweep", "federated.sampling",
+    private = privacy.mechanism != "none"
+    _check(not private or fed.sampling != "sweep", "federated.sampling",
            '"fixed" or "poisson" under privacy.mechanism != none (the accountant has no bound for '
            "sweeping cohorts)", fed.sampling)
-    _check(fed.local_algorithm != "scaffold", "federated.local_algorithm",
+    _check(not private or fed.local_algorithm != "scaffold", "federated.local_algorithm",
            "sgd or fedprox under privacy.mechanism != none (SCAFFOLD's control-variate uploads "
            "would leave the device without noise)", fed.local_algorithm)
-    if privacy.mechanism == "central":
-      _check(fed.aggregator == "fedavg", "federated.aggregator",
-             '"fedavg" under privacy.mechanism="central" (the DP mean replaces the reducer)',
-             fed.aggregator)
-      _check(fed.weighting == "uniform", "federated.weighting",
-             '"uniform" under privacy.mechanism="central" (each client\'s weight must be bounded)',
-             fed.weighting)
-      _check(privacy.accountant == "rdp" or fed.sampling == "poisson", "privacy.accountant",
-             '"rdp" with fixed-size cohorts (dp-accounting\'s PLD needs federated.sampling='
-             '"poisson")', privacy.accountant)
+    central = privacy.mechanism == "central"
+    _check(not central or fed.aggregator == "fedavg", "federated.aggregator",
+           '"fedavg" under privacy.mechanism="central" (the DP mean replaces the reducer)',
+           fed.aggregator)
+    _check(not central or fed.weighting == "uniform", "federated.weighting",
+           '"uniform" under privacy.mechanism="central" (each client\'s weight must be bounded)',
+           fed.weighting)
+    _check(not central or privacy.accountant == "rdp" or fed.sampling == "poisson",
+           "privacy.accountant",
+           '"rdp" with fixed-size cohorts under privacy.mechanism="central" (dp-accounting\'s PLD '
+           'needs federated.sampling="poisson")', privacy.accountant)
+
+
+# What `check_against_data` allows, as the field reference states it: the data's size is only
+# known once the data has loaded.
+DATA_LIMITS = {
+    "federated.clients_per_round": "at most the number of clients (users) in the data",
+    "federated.attack_target": "-1 or an item id below the number of items in the data",
+}
+
+
+def check_against_data(config: RunConfig, num_users: int, num_items: int) -> None:
+  """Refuses settings the loaded data makes impossible, naming the field and the data's size.
+
+  Called by the pipeline right after the data has loaded, before any training.
+
+  Raises:
+    ConfigError: The cohort is larger than the federation (`num_users` clients), or the attack
+      targets an item the catalogue (`num_items` items) does not have.
+  """
+  fed = config.federated
+  data = f"data: {_show(config.data.source)}, {num_users} users, {num_items} items"
+  # The cohort schedule would cap C at N: refused instead, so that the config states the cohort
+  # that really trains (and a privacy plan counts the sampling rate that really applies).
+  if fed.clients_per_round > num_users:
+    raise ConfigError(
+        f"federated.clients_per_round={fed.clients_per_round} is invalid: the federation has "
+        f"{num_users} clients ({data}); allowed "
+        f"{DATA_LIMITS['federated.clients_per_round']}")
+  if fed.attack_target >= num_items:
+    raise ConfigError(
+        f"federated.attack_target={fed.attack_target} is invalid: allowed -1 or an item id "
+        f"< {num_items}")
+
+
+def allowed_values() -> dict[str, tuple[str, ...]]:
+  """What each field's checks allow, in their error messages' words, by dotted field path.
+
+  Read from the checks themselves while a default `RunConfig` is built (every check runs then,
+  see `_noted`), so the field reference cannot drift from the validation; a text that quotes
+  another field's value quotes its default. A check on several fields is keyed by the
+  expression it names (e.g. "data.valid_share + data.test_share"). `DATA_LIMITS` come last.
+  """
+  noted: dict[str, list[str]] = {}
+  token = _noted.set(noted)
+  try:
+    RunConfig()
+  finally:
+    _noted.reset(token)
+  for field, limit in DATA_LIMITS.items():
+    noted.setdefault(field, []).append(f"{limit} (checked once the data has loaded)")
+  return {field: tuple(texts) for field, texts in noted.items()}
 
 
 def to_dict(config: Any) -> dict[str, Any]:

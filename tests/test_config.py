@@ -22,7 +22,7 @@ from pprsf_jax.config import (RECALL_MODEL_NAMES, BaselineConfig, ConfigError, D
                               EvalConfig, FederatedConfig, OnlineConfig, PrivacyConfig,
                               RankingConfig, RecallConfig, RerankConfig, RunConfig,
                               SyntheticConfig, apply_overrides, to_dict)
-from pprsf_jax.data.movielens import GENRES
+from pprsf_jax.data.tables import GENRES
 from pprsf_jax.rerank import STRATEGIES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

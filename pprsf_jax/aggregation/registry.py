@@ -1,8 +1,13 @@
-"""Federated algorithms by name, so configs select them; pure functions never see a config."""
+"""Federated algorithms by name, so configs select them; pure functions never see a config.
+
+The entries read a `FederatedSettings`: any object with these fields, in practice
+`pprsf_jax.config.FederatedConfig`. This module does not import the config (the config imports
+it, to check the names a config selects), so the dependency runs one way.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 from pprsf_jax.aggregation.algorithm import FederatedAlgorithm
 from pprsf_jax.aggregation.base import Aggregator, chain
@@ -13,10 +18,28 @@ from pprsf_jax.aggregation.mean import fednova, weighted_mean
 from pprsf_jax.aggregation.robust import (bulyan, centered_clipping, coordinate_median,
                                           geometric_median, krum, norm_bounding, trimmed_mean)
 from pprsf_jax.aggregation.server import make_server_optimizer, server_optimizer
-from pprsf_jax.config import FederatedConfig
+
+
+class FederatedSettings(Protocol):
+  """The fields of `pprsf_jax.config.FederatedConfig` that the entries below read."""
+
+  aggregator: str
+  local_algorithm: str
+  compression: str
+  weighting: str
+  server_optimizer: str
+  server_learning_rate: float
+  byzantine_f: int
+  multi_krum_m: int
+  trimmed_mean_beta: float
+  norm_bound: float
+  clipping_tau: float
+  fedprox_mu: float
+  quantization_bits: int
+  top_k_fraction: float
 
 # Each entry builds the per-client map and reducer stages; the server optimizer is appended.
-REDUCERS: dict[str, Callable[[FederatedConfig], list[Aggregator]]] = {
+REDUCERS: dict[str, Callable[[FederatedSettings], list[Aggregator]]] = {
     "fedavg": lambda config: [weighted_mean()],
     "fednova": lambda config: [fednova()],
     "median": lambda config: [coordinate_median()],
@@ -30,13 +53,13 @@ REDUCERS: dict[str, Callable[[FederatedConfig], list[Aggregator]]] = {
 }
 
 # Client-side algorithms: (config, number of clients in the federation) -> LocalAlgorithm.
-LOCAL_ALGORITHMS: dict[str, Callable[[FederatedConfig, int], LocalAlgorithm]] = {
+LOCAL_ALGORITHMS: dict[str, Callable[[FederatedSettings, int], LocalAlgorithm]] = {
     "sgd": lambda config, num_clients: local_sgd(),
     "fedprox": lambda config, num_clients: fedprox(config.fedprox_mu),
     "scaffold": lambda config, num_clients: scaffold(num_clients),
 }
 
-COMPRESSORS: dict[str, Callable[[FederatedConfig], Compressor]] = {
+COMPRESSORS: dict[str, Callable[[FederatedSettings], Compressor]] = {
     "none": lambda config: no_compression(),
     "quantize": lambda config: stochastic_quantization(config.quantization_bits),
     "top_k": lambda config: top_k_sparsification(config.top_k_fraction),
@@ -49,7 +72,7 @@ def _lookup(table: dict, name: str, field: str):
   return table[name]
 
 
-def make_aggregator(config: FederatedConfig, reducer: Aggregator | None = None) -> Aggregator:
+def make_aggregator(config: FederatedSettings, reducer: Aggregator | None = None) -> Aggregator:
   """Reducer stages named by `config.aggregator` (or `reducer`), then the server optimizer."""
   stages = ([reducer] if reducer is not None
             else _lookup(REDUCERS, config.aggregator, "aggregator")(config))
@@ -57,7 +80,7 @@ def make_aggregator(config: FederatedConfig, reducer: Aggregator | None = None) 
   return chain(*stages, server_optimizer(optimizer))
 
 
-def make_algorithm(config: FederatedConfig, num_clients: int) -> FederatedAlgorithm:
+def make_algorithm(config: FederatedSettings, num_clients: int) -> FederatedAlgorithm:
   """The whole federated algorithm a config names, for a federation of `num_clients`."""
   local = _lookup(LOCAL_ALGORITHMS, config.local_algorithm, "local_algorithm")(config, num_clients)
   compressor = _lookup(COMPRESSORS, config.compression, "compression")(config)

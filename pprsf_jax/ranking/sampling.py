@@ -17,7 +17,10 @@ def cohort_schedule(num_clients: int, cohort_size: int, rounds: int, seed: int,
 
   Args:
     num_clients: N.
-    cohort_size: C, or the expected cohort size for Poisson sampling (capped at N).
+    cohort_size: C, or the expected cohort size for Poisson sampling. Capped at N here, so a
+      caller may ask for "everyone"; a run's config never reaches the cap, since
+      `pprsf_jax.config.check_against_data` refuses `federated.clients_per_round` > N once the
+      data has loaded (a silent cap would make the config misstate the cohort).
     rounds: Number of rounds.
     seed: The run's seed.
     sampling: "fixed" (C distinct clients uniformly), "poisson" (each client independently

@@ -1,11 +1,15 @@
-"""Re-rank strategies by name, built from the config."""
+"""Re-rank strategies by name, built from the config.
+
+The entries read a `RerankSettings`: any object with these fields, in practice
+`pprsf_jax.config.RerankConfig`. This module does not import the config (the config imports it,
+to check the strategy names a config selects), so the dependency runs one way.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Protocol
 
-from pprsf_jax.config import RerankConfig
 from pprsf_jax.rerank.base import ItemFilter, Strategy, compose
 from pprsf_jax.rerank.cold_start import cold_start
 from pprsf_jax.rerank.fairness import fairness
@@ -16,12 +20,33 @@ from pprsf_jax.rerank.popularity import popularity
 from pprsf_jax.rerank.rules import item_filter, rules
 
 
-def _rule_filter(config: RerankConfig) -> ItemFilter | None:
+class RerankSettings(Protocol):
+  """The fields of `pprsf_jax.config.RerankConfig` that the entries below read (a dataclass:
+  `evaluation_grid` varies it with `dataclasses.replace`)."""
+
+  strategies: tuple[str, ...]
+  mmr_lambda: float
+  cold_start_popularity_weight: float
+  freshness_weight: float
+  popularity_weight: float
+  fairness_head_share: float
+  fairness_min_tail_share: float
+  fairness_list_length: int
+  rules_exclude_genres: tuple[str, ...]
+  rules_max_per_genre: int
+  new_item_slots: int
+  new_item_position: int
+
+  @property
+  def rules_exclude_columns(self) -> tuple[int, ...]: ...
+
+
+def _rule_filter(config: RerankSettings) -> ItemFilter | None:
   """What strategies that add items may add: the rules' items when `rules` is configured."""
   return item_filter(config.rules_exclude_columns) if "rules" in config.strategies else None
 
 
-STRATEGIES: dict[str, Callable[[RerankConfig], Strategy]] = {
+STRATEGIES: dict[str, Callable[[RerankSettings], Strategy]] = {
     "mmr": lambda config: mmr(config.mmr_lambda),
     "cold_start": lambda config: cold_start(config.cold_start_popularity_weight,
                                             item_filter=_rule_filter(config)),
@@ -36,7 +61,7 @@ STRATEGIES: dict[str, Callable[[RerankConfig], Strategy]] = {
 }
 
 
-def make_reranker(config: RerankConfig) -> Strategy:
+def make_reranker(config: RerankSettings) -> Strategy:
   """The configured strategies, composed in order.
 
   When `rules` is configured but not last, the chain ends with it again (a no-op unless a
@@ -51,7 +76,7 @@ def make_reranker(config: RerankConfig) -> Strategy:
   return compose(*(STRATEGIES[name](config) for name in names))
 
 
-def evaluation_grid(config: RerankConfig) -> dict[str, RerankConfig]:
+def evaluation_grid(config: RerankSettings) -> dict[str, RerankSettings]:
   """The re-rank settings every run also evaluates on the same Top-T requests.
 
   None; each strategy alone with the configured parameters (`rules`, when no rule is
@@ -60,7 +85,7 @@ def evaluation_grid(config: RerankConfig) -> dict[str, RerankConfig]:
   fairness, new items) and everything but the rules; and the configured setting.
   """
 
-  def setting(*names: str, **changes) -> RerankConfig:
+  def setting(*names: str, **changes) -> RerankSettings:
     return dataclasses.replace(config, strategies=names, **changes)
 
   rules_on = bool(config.rules_exclude_genres or config.rules_max_per_genre)
