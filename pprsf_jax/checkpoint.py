@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import flax.serialization
 import jax
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "pprsf-checkpoint-v1"
 _NAME = re.compile(r"^round-(\d{6,})\.ckpt$")
@@ -113,11 +116,10 @@ def _read(path: Path, template: Any) -> Any:
   return jax.tree.map(np.array, restored)
 
 
-def restore_latest(directory: str | os.PathLike, template: Any, *,
-                   log: Callable[[str], None] = lambda message: None) -> tuple[int, Any] | None:
+def restore_latest(directory: str | os.PathLike, template: Any) -> tuple[int, Any] | None:
   """(round, tree) of the newest checkpoint that verifies; None if there are none at all.
 
-  A bad checkpoint is logged and skipped in favour of the previous one; if checkpoints exist
+  A bad checkpoint is logged (a warning) and skipped in favour of the previous one; if checkpoints exist
   but none verifies, raises CheckpointError listing each failure (rather than silently starting
   over).
   """
@@ -129,7 +131,7 @@ def restore_latest(directory: str | os.PathLike, template: Any, *,
       return round_index, _read(path, template)
     except (CheckpointError, OSError) as error:
       failures.append(str(error))
-      log(f"checkpoint skipped: {error}")
+      logger.warning("checkpoint skipped: %s", error)
   if failures:
     raise CheckpointError("no usable checkpoint:\n  " + "\n  ".join(failures))
   return None

@@ -1,11 +1,17 @@
 """The `pprsf` command. It only parses: the work is `pprsf_jax.pipeline.run`.
 
-  pprsf run configs/ml100k.py [section.field=value ...] [--run-dir DIR]
-  pprsf online configs/ml100k_online.py [section.field=value ...] [--run-dir DIR]
+  pprsf run configs/ml100k.py [section.field=value ...] [--run-dir DIR] [--dry-run]
+  pprsf online configs/ml100k_online.py [section.field=value ...] [--run-dir DIR] [--dry-run]
+  pprsf fields [SECTION | FIELD] [--markdown]
 
 `run` trains and compares every method over a validation and a test period; `online` replays
 the data day by day (`pprsf_jax.online`). Each run gets a folder (config.json, checkpoints,
 results); a killed run is resumed by running the same command with `--run-dir` naming its folder.
+`--dry-run` prints the resolved config and the stages, and runs nothing. `fields` lists every
+config field with its type, default, allowed values and meaning (docs/configuration.md).
+
+Exit status: 0 done, 1 a data or checkpoint error, 2 a config error (one line on stderr,
+`pprsf: config error: ...`; a preset that fails to load is named by file:line).
 """
 
 from __future__ import annotations
@@ -13,27 +19,72 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import pathlib
 import sys
+import textwrap
 import time
+import traceback
+import typing
 
-from pprsf_jax.config import ConfigError, RunConfig, apply_overrides, to_dict
+# The config imports JAX (through the registries it checks names against): imported where
+# needed, so that `pprsf --help` stays fast.
+if typing.TYPE_CHECKING:
+  from pprsf_jax.config import RunConfig
 
 
 def load_config(path: str) -> RunConfig:
-  """Imports a preset file and returns its `get_config()`."""
+  """Imports a preset file and returns its `get_config()`.
+
+  Raises:
+    ConfigError: The file is missing or defines no `get_config()` returning a `RunConfig`; or
+      it failed to import or in `get_config()` (a syntax error, a NameError, an invalid field
+      value, ...): then a `ConfigFileError`, one line `<file>:<line>: <problem>`.
+  """
+  from pprsf_jax.config import ConfigError, RunConfig  # pylint: disable=import-outside-toplevel
   file = pathlib.Path(path)
   if not file.is_file():
     raise ConfigError(f"config file {path!r} does not exist")
   spec = importlib.util.spec_from_file_location(f"pprsf_config_{file.stem}", file)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as error:  # pylint: disable=broad-except  (any failure of the user's file)
+    raise _located(error, file, path) from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path!r} defines no get_config()")
-  config = module.get_config()
+  try:
+    config = module.get_config()
+  except Exception as error:  # pylint: disable=broad-except
+    raise _located(error, file, path) from None
   if not isinstance(config, RunConfig):
     raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, not RunConfig")
   return config
+
+
+def _located(error: Exception, file: pathlib.Path, shown: str) -> Exception:
+  """`error`, raised while loading the preset `file`, as a one-line `ConfigFileError`: the
+  preset's line it came through (the innermost), and what went wrong."""
+  from pprsf_jax.config import ConfigError, ConfigFileError
+  if isinstance(error, ConfigFileError):
+    return error  # a preset that loads another (configs/ml1m.py): located by the inner load
+  if isinstance(error, SyntaxError):  # no frame runs: the parser names the file and line
+    name = shown if error.filename and _same_file(error.filename, file) else error.filename
+    where, problem = f"{name}:{error.lineno}", f"{type(error).__name__}: {error.msg}"
+  else:
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if _same_file(frame.filename, file)]
+    where = f"{shown}:{lines[-1]}" if lines else shown
+    problem = (str(error) if isinstance(error, ConfigError)
+               else f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+  return ConfigFileError(f"{where}: {' '.join(problem.split())}")
+
+
+def _same_file(name: str, file: pathlib.Path) -> bool:
+  try:
+    return pathlib.Path(name).resolve() == file.resolve()
+  except (OSError, ValueError):  # e.g. "<frozen importlib._bootstrap>" on an odd platform
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     command_parser.add_argument("--run-dir", type=pathlib.Path, default=None,
                                 help="run folder to use, resuming from its checkpoints if it has "
                                 "any (default: a new <out_dir>/<name>-<time>)")
+    command_parser.add_argument("--dry-run", action="store_true",
+                                help="print the resolved config and the stages, then stop: no "
+                                "run folder, no training")
     if command == "run":
       group = command_parser.add_argument_group(
           "several processes (jax.distributed): start the same command once per process; "
@@ -59,31 +113,38 @@ def main(argv: list[str] | None = None) -> int:
       group.add_argument("--process-id", type=int, default=0)
       group.add_argument("--local-cpu-devices", type=int, default=None,
                          help="CPU devices per process (default: JAX's)")
+  from pprsf_jax import fields  # pylint: disable=import-outside-toplevel
+  fields_parser = commands.add_parser(
+      "fields", help="list every config field: type, default, allowed values, meaning")
+  fields.add_arguments(fields_parser)
   args = parser.parse_args(argv)
+  if args.command == "fields":
+    return fields.run(args, fields_parser)
   distributed = getattr(args, "coordinator", None) is not None
   if distributed and args.run_dir is None:
     parser.error("--coordinator needs --run-dir: every process must use the same run folder")
 
-  # Imported here so `pprsf --help` stays fast and config errors show before JAX starts.
+  # Imported here so `pprsf --help` stays fast.
+  from pprsf_jax.config import ConfigError, apply_overrides, to_dict
   try:
-    config = apply_overrides(load_config(args.config), args.overrides)
+    preset = load_config(args.config)
+    config = apply_overrides(preset, args.overrides)
+    if args.command == "online":  # before a run folder exists for a run that cannot start
+      from pprsf_jax import online  # pylint: disable=import-outside-toplevel
+      online.check_online(config)
   except ConfigError as error:
     print(f"pprsf: config error: {error}", file=sys.stderr)
     return 2
+  if args.dry_run:
+    print(dry_run_report(args, preset, config))
+    return 0
   if distributed:  # before anything else starts JAX
     from pprsf_jax.ranking import sharding  # pylint: disable=import-outside-toplevel
     sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
                                     local_cpu_devices=args.local_cpu_devices)
   from pprsf_jax import pipeline, report
   from pprsf_jax.checkpoint import CheckpointError
-  from pprsf_jax.data.movielens import DataFormatError, DataUnavailableError
-  if args.command == "online":
-    from pprsf_jax import online  # pylint: disable=import-outside-toplevel
-    try:  # before a run folder exists for a run that cannot start
-      online.check_online(config)
-    except ConfigError as error:
-      print(f"pprsf: config error: {error}", file=sys.stderr)
-      return 2
+  from pprsf_jax.data.tables import DataFormatError, DataUnavailableError
 
   config_record = json.loads(json.dumps(to_dict(config)))  # as config.json will hold it
   try:
@@ -105,18 +166,22 @@ def main(argv: list[str] | None = None) -> int:
   print(f"pprsf: run folder {folder} (if interrupted, resume with --run-dir {folder})",
         file=sys.stderr)
   start = time.perf_counter()
-  log = lambda message: print(message, file=sys.stderr)
+  # Progress, stage lines and warnings are log records: shown on stderr as `pprsf: ...` lines.
+  logging.basicConfig(level=logging.INFO, format="pprsf: %(message)s", stream=sys.stderr)
   try:
     if args.command == "online":
-      results = online.run_online(config, progress=not args.no_progress, run_dir=folder, log=log)
+      results = online.run_online(config, progress=not args.no_progress, run_dir=folder)
     else:
-      results = pipeline.run(config, progress=not args.no_progress, run_dir=folder, log=log)
+      results = pipeline.run(config, progress=not args.no_progress, run_dir=folder)
   except (DataFormatError, DataUnavailableError) as error:
     print(f"pprsf: data error: {error}", file=sys.stderr)
     return 1
   except CheckpointError as error:
     print(f"pprsf: checkpoint error: {error}", file=sys.stderr)
     return 1
+  except ConfigError as error:  # a limit only the loaded data shows (`check_against_data`)
+    print(f"pprsf: config error: {error}", file=sys.stderr)
+    return 2
   wall = round(time.perf_counter() - start, 3)
   if distributed and args.process_id != 0:
     return 0  # process 0 writes the results; every process computed the same ones
@@ -131,6 +196,55 @@ def main(argv: list[str] | None = None) -> int:
   print(report.results_table(results))
   print(f"\nwall time {wall:.1f} s; run folder {folder}")
   return 0
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+  """{"federated": {"rounds": 3}} as {"federated.rounds": 3}, in field order."""
+  flat = {}
+  for key, value in data.items():
+    flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict)
+                else {f"{prefix}{key}": value})
+  return flat
+
+
+def dry_run_report(args: argparse.Namespace, preset: RunConfig, config: RunConfig) -> str:
+  """What `--dry-run` prints: the fields that differ from the defaults (marking those the
+  command line set), where the run would write, and its stages."""
+  from pprsf_jax.config import RunConfig, to_dict  # pylint: disable=import-outside-toplevel
+  from pprsf_jax.fields import as_override  # pylint: disable=import-outside-toplevel
+  default, given, final = (_flat(to_dict(c)) for c in (RunConfig(), preset, config))
+  shown = [path for path in final if final[path] != default[path] or final[path] != given[path]]
+  lines = [f"pprsf {args.command} {args.config}: dry run (nothing is trained, no folder is "
+           "made)", "",
+           f"config {config.name!r}: {len(shown)} field(s) differ from the defaults "
+           "(`pprsf fields` lists every field)"]
+  width = max([len(f"{path}={as_override(final[path])}") for path in shown], default=0)
+  for path in shown:
+    note = f"default {as_override(default[path])}"
+    if final[path] != given[path]:
+      note = f"command line (preset {as_override(given[path])}, {note})"
+    lines.append(f"  {f'{path}={as_override(final[path])}':<{width}}  # {note}")
+  folder = args.run_dir or pathlib.Path(config.out_dir) / f"{config.name}-<date>-<time>"
+  lines += ["", f"run folder: {folder}", "", "stages:"]
+  for name, text in _stages(args.command, config):
+    lines += textwrap.wrap(text, 100, initial_indent=f"  {name:<18} ", subsequent_indent=" " * 21,
+                           break_on_hyphens=False)
+  return "\n".join(lines)
+
+
+def _stages(command: str, config: RunConfig) -> list[tuple[str, str]]:
+  """(name, what it does) for each stage of the command's run, in order."""
+  if command == "run":
+    from pprsf_jax import pipeline  # pylint: disable=import-outside-toplevel
+    return list(pipeline.STAGES)
+  days, share = config.online.days, config.online.history_share
+  return [("load", f"read the data and replay it in time order: the first {share:.0%} of "
+                   "interactions is the log before day 1"),
+          (f"day 1..{days}" if days > 1 else "day 1",
+           f"each day: retrain recall on the public log; {config.online.rounds_per_day} "
+           "federated rounds from the previous day's Theta; users active that day rank on "
+           "device, the server re-ranks; their interactions are logged for the next day"),
+          ("report", "write the per-day table and figure to the run folder")]
 
 
 if __name__ == "__main__":

@@ -23,16 +23,19 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 import pathlib
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 
 from pprsf_jax import checkpoint
 from pprsf_jax import config as config_lib
+from pprsf_jax import figures
 from pprsf_jax import pipeline
+from pprsf_jax import progress as progress_lib
 from pprsf_jax.config import ConfigError, RunConfig
 from pprsf_jax.data.timeline import Timeline, build_timeline
 from pprsf_jax.metrics import beyond_accuracy, hit_matrix, per_user_metrics
@@ -42,6 +45,8 @@ from pprsf_jax.recall import item_counts
 from pprsf_jax.rerank import final_list, make_reranker
 from pprsf_jax.service import serve_period
 from pprsf_jax.types import Interactions
+
+logger = logging.getLogger(__name__)
 
 DAYS_FILE = "days.json"
 CHECKPOINTS = "day_checkpoints"
@@ -88,8 +93,8 @@ def _date(seconds: int) -> str:
   return datetime.datetime.fromtimestamp(int(seconds), datetime.timezone.utc).date().isoformat()
 
 
-def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *, progress: bool,
-            log: Callable[[str], None], server_view=IGNORED) -> tuple[Any, dict[str, Any]]:
+def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *,
+            server_view=IGNORED) -> tuple[Any, dict[str, Any]]:
   """One day of the loop; returns the day's Θ and its record. What the server receives or
   computes is recorded in `server_view` (`pprsf_jax.privacy.server_view`)."""
   clock = time.perf_counter()
@@ -125,7 +130,7 @@ def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *, prog
       eval=dataclasses.replace(config.eval, every_rounds=0))
   # Cohorts draw positions in `present`: the declared uploads are recorded by those positions.
   training = pipeline.train_federated(theta, examples, item_table, day_config, local,
-                                      progress=progress, log=log, server_view=server_view)
+                                      server_view=server_view)
   theta = training.params
   lap("federated_training")
 
@@ -188,9 +193,9 @@ def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *, prog
       "timings_s": timings,
   }
   ndcg = metrics["pprsf (P_FL + re-rank)"].get(f"ndcg@{top_k}", float("nan"))
-  log(f"day {day} ({record['from']} to {record['to']}): {record['active_users']} active users "
-      f"({record['new_users']} new), {record['new_items']} new items, NDCG@{top_k} {ndcg:.4f}, "
-      f"click rate {service.stats.click_rate:.4f}")
+  logger.info("day %d (%s to %s): %d active users (%d new), %d new items, NDCG@%d %.4f, "
+              "click rate %.4f", day, record["from"], record["to"], record["active_users"],
+              record["new_users"], record["new_items"], top_k, ndcg, service.stats.click_rate)
   return theta, record
 
 
@@ -201,10 +206,9 @@ def _write_days(folder: pathlib.Path, records: list[dict[str, Any]]) -> None:
   temporary.replace(path)
 
 
-def _resume(folder: pathlib.Path, theta0: Any, log: Callable[[str], None]
-            ) -> tuple[Any, list[dict[str, Any]]]:
+def _resume(folder: pathlib.Path, theta0: Any) -> tuple[Any, list[dict[str, Any]]]:
   """Θ after the last completed day and the records up to it (nothing done: Θ0, [])."""
-  restored = checkpoint.restore_latest(folder / CHECKPOINTS, {"theta": theta0}, log=log)
+  restored = checkpoint.restore_latest(folder / CHECKPOINTS, {"theta": theta0})
   if restored is None:
     return theta0, []
   day, state = restored
@@ -216,7 +220,7 @@ def _resume(folder: pathlib.Path, theta0: Any, log: Callable[[str], None]
     raise checkpoint.CheckpointError(
         f"{path}: holds days {[record['day'] for record in records]} but the checkpoint is "
         f"after day {day}; the run folder is inconsistent, start a new one")
-  log(f"resumed after day {day} from {folder}")
+  logger.info("resumed after day %d from %s", day, folder)
   return jax.tree.map(np.asarray, state["theta"]), records
 
 
@@ -234,33 +238,40 @@ def summarize(records: list[dict[str, Any]], top_k: int) -> dict[str, Any]:
 
 
 def run_online(config: RunConfig, *, progress: bool = True, tables=None,
-               log: Callable[[str], None] = lambda message: None,
                run_dir: pathlib.Path | None = None, timeline: Timeline | None = None,
                server_view=IGNORED) -> dict[str, Any]:
   """Runs `config.online.days` days of the service loop and returns every day's record.
 
   `timeline` replaces the one built from `tables` (the privacy-boundary test passes one whose
-  private rows it rewrote); `server_view` keeps what the server receives or computes.
+  private rows it rewrote); `server_view` keeps what the server receives or computes. Progress is
+  reported through `pprsf_jax.progress` (`progress=False` hides it), each day's line at INFO.
   """
+  with progress_lib.shown(progress):
+    return _run_online(config, tables, run_dir, timeline, server_view)
+
+
+def _run_online(config: RunConfig, tables, run_dir: pathlib.Path | None,
+                timeline: Timeline | None, server_view) -> dict[str, Any]:
   check_online(config)
   if timeline is None:
     tables = pipeline.load_tables(config.data, config.seed) if tables is None else tables
     timeline = build_timeline(tables, config.data, config.online, config.seed)
   tables = timeline.tables
+  # Every user the loop will ever see (arrivals included) is the federation the cohort draws from.
+  config_lib.check_against_data(config, tables.num_users, tables.num_items)
   first = timeline.view(1)
-  log(f"data: {tables.num_users} users, {tables.num_items} items, {tables.num_ratings} "
-      f"interactions; {int(np.sum(timeline.day == 0))} logged before day 1, "
-      f"{config.online.days} days after")
+  logger.info("data: %d users, %d items, %d interactions; %d logged before day 1, %d days after",
+              tables.num_users, tables.num_items, tables.num_ratings,
+              int(np.sum(timeline.day == 0)), config.online.days)
   item_table = make_item_table(first.public.catalogue)
   local = pipeline.local_training(config)
   theta = init_params(local.model, num_features(first.private.user_features.shape[1], item_table),
                       key=pipeline.stream_key(config.seed, "theta0"))
   records: list[dict[str, Any]] = []
   if run_dir is not None:
-    theta, records = _resume(run_dir, theta, log)
+    theta, records = _resume(run_dir, theta)
   for day in range(len(records) + 1, config.online.days + 1):
-    theta, record = run_day(timeline, day, theta, config, progress=progress, log=log,
-                            server_view=server_view)
+    theta, record = run_day(timeline, day, theta, config, server_view=server_view)
     records.append(record)
     if run_dir is not None:
       _write_days(run_dir, records)
@@ -276,11 +287,8 @@ def run_online(config: RunConfig, *, progress: bool = True, tables=None,
 
 
 def write_report(results: dict[str, Any], folder: pathlib.Path) -> list[pathlib.Path]:
-  """online.json, days.md (a table per day) and metrics_per_day.png in the run folder."""
-  import matplotlib  # pylint: disable=import-outside-toplevel  (plots only when writing)
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
+  """online.json, days.md (a table per day, then its figure) and metrics_per_day.png in the run
+  folder."""
   top_k = results["config"]["eval"]["top_k"]
   days = results["days"]
   methods = list(days[0]["metrics"]) if days else []
@@ -296,22 +304,9 @@ def write_report(results: dict[str, Any], folder: pathlib.Path) -> list[pathlib.
              f"{r['new_item_exposure']:.4f}"]
     cells += [f"{r['metrics'][name][f'ndcg@{top_k}']:.4f}" for name in methods]
     lines.append("| " + " | ".join(cells) + " |")
+  plot_path = figures.online_days(results, folder)
   table_path = folder / "days.md"
   table_path.write_text(f"# {results['config']['name']}: the online loop, day by day\n\n"
-                        + "\n".join(lines) + "\n")
-
-  figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-  x = [r["day"] for r in days]
-  for name in methods:
-    left.plot(x, [r["metrics"][name][f"ndcg@{top_k}"] for r in days], marker="o", label=name)
-  left.set(xlabel="day", ylabel=f"NDCG@{top_k} (active users)", title="accuracy per day")
-  left.legend(fontsize=8)
-  right.plot(x, [r["service"]["click_rate"] for r in days], marker="o", label="click rate")
-  right.plot(x, [r["new_item_exposure"] for r in days], marker="s", label="new-item exposure")
-  right.set(xlabel="day", ylabel="share", title="service per day")
-  right.legend(fontsize=8)
-  figure.tight_layout()
-  plot_path = folder / "metrics_per_day.png"
-  figure.savefig(plot_path, dpi=120)
-  plt.close(figure)
+                        + "\n".join(lines) + "\n\n"
+                        + f"![{figures.CAPTIONS[plot_path.name]}]({plot_path.name})\n")
   return [json_path, table_path, plot_path]

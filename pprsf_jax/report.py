@@ -1,11 +1,15 @@
-"""Results as a markdown table, and the run folder (results.json + results.md)."""
+"""Results as a markdown table, and the run folder: results.json, results.md with the run's
+figures (`pprsf_jax.figures`) and metrics.jsonl, one line per federated round."""
 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import time
 from typing import Any
+
+from pprsf_jax import figures
 
 METRIC_ORDER = ("ndcg", "recall", "mrr", "hit", "precision", "coverage", "diversity", "novelty",
                 "gini")
@@ -83,7 +87,45 @@ def _differences(before: Any, after: Any, prefix: str = "") -> list[str]:
   return [] if before == after else [f"{prefix.rstrip('.')}: {before!r} -> {after!r}"]
 
 
+def metrics_lines(results: dict[str, Any]) -> list[str]:
+  """One JSON object per federated round, for pandas or jq.
+
+  Keys: round (1-based), loss, valid_<metric> (null where not evaluated), upload_bytes (mean
+  per client upload), rejected, dropped, stragglers (null in results that predate them); with
+  DP also epsilon (RDP, spent after the round; under local DP a bound, see
+  `figures.epsilon_by_round`) and under central DP clip_norm.
+  """
+  series = figures.round_series(results)
+  columns = {"round": series["round"], "loss": series["loss"],
+             f"valid_{figures.metric_name(results)}": series["valid"]}
+  columns |= {name: series[name] for name in figures.COUNTERS}
+  epsilon = figures.epsilon_by_round(results)
+  if epsilon is not None:
+    columns["epsilon"] = epsilon
+  if "clip_norm" in series:
+    columns["clip_norm"] = series["clip_norm"]
+  return [json.dumps({name: _json_number(values[index]) for name, values in columns.items()},
+                     allow_nan=False)
+          for index in range(len(series["round"]))]
+
+
+def _json_number(value: Any) -> Any:
+  # A diverged loss is NaN, which strict JSON readers (jq) refuse; null says "no number".
+  return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def results_markdown(results: dict[str, Any], name: str, pictures: list[pathlib.Path]) -> str:
+  """results.md: the table, then the figures and a pointer to the per-round record."""
+  lines = [f"# {name}", "", results_table(results), "", "## Figures", "",
+           "The same per-round figures as data: [metrics.jsonl](metrics.jsonl), one JSON line "
+           "per federated round.", ""]
+  lines += [f"![{figures.CAPTIONS[path.name]}]({path.name})\n" for path in pictures]
+  return "\n".join(lines)
+
+
 def write_results(results: dict[str, Any], folder: pathlib.Path, name: str) -> None:
-  """Writes results.json and results.md into the run folder."""
+  """Writes results.json, metrics.jsonl, the figures and results.md into the run folder."""
   (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-  (folder / "results.md").write_text(f"# {name}\n\n{results_table(results)}\n")
+  (folder / "metrics.jsonl").write_text("".join(line + "\n" for line in metrics_lines(results)))
+  pictures = figures.write_figures(results, folder)
+  (folder / "results.md").write_text(results_markdown(results, name, pictures))

@@ -61,12 +61,14 @@ def test_no_checkpoint_means_a_fresh_start(tmp_path):
     (lambda data: b"garbage\n" + data, "unreadable header"),
     (lambda data: b"", "unreadable header"),
 ])
-def test_a_damaged_checkpoint_is_reported_and_the_previous_one_used(tmp_path, damage, message):
+def test_a_damaged_checkpoint_is_reported_and_the_previous_one_used(tmp_path, damage, message,
+                                                                    caplog):
   checkpoint.save(tmp_path, 4, _state(1.0))
   newest = checkpoint.save(tmp_path, 5, _state(2.0))
   newest.write_bytes(damage(newest.read_bytes()))
-  logged = []
-  round_index, restored = checkpoint.restore_latest(tmp_path, _state(0.0), log=logged.append)
+  with caplog.at_level("WARNING", logger="pprsf_jax.checkpoint"):
+    round_index, restored = checkpoint.restore_latest(tmp_path, _state(0.0))
+  logged = [record.getMessage() for record in caplog.records]
   assert round_index == 4
   _assert_equal(restored, _state(1.0))
   assert len(logged) == 1 and message in logged[0] and "round-000005.ckpt" in logged[0]

@@ -297,7 +297,7 @@ def test_candidates_for_passes_the_approximate_settings(monkeypatch):
     seen.update(kwargs)
     return "candidates"
 
-  monkeypatch.setattr(pipeline, "retrieve", spy)
+  monkeypatch.setattr(pipeline.server, "retrieve", spy)
   config = RecallConfig(approximate_top_k=True, approx_recall_target=0.8)
   assert pipeline.candidates_for(None, 3, Interactions.empty(), config) == "candidates"
   assert seen["approximate"] is True and seen["recall_target"] == 0.8

@@ -16,7 +16,7 @@ import numpy as np
 
 from pprsf_jax import pipeline
 from pprsf_jax.aggregation import FederatedAlgorithm, ServerState, stack_uploads
-from pprsf_jax.config import ConfigError, RunConfig
+from pprsf_jax.config import ConfigError, RunConfig, check_against_data
 from pprsf_jax.privacy import PrivacyPlan, plan_privacy, private_algorithm
 from pprsf_jax.privacy.server_view import IGNORED
 from pprsf_jax.ranking import ItemTable, LocalTraining, init_params, make_item_table, num_features
@@ -75,6 +75,7 @@ def prepare(config: RunConfig, public: PublicData, server_view=IGNORED) -> Setup
   """Recall on public data, training candidates, the cohort schedule and the DP plan (what it
   reads and sends is recorded in `server_view`, `pprsf_jax.privacy.server_view`)."""
   check_deployable(config)
+  check_against_data(config, public.num_users, public.num_items)
   fed = config.federated
   server_view.record("recall.history", public.history)
   server_view.record("recall.folds", public.fold)
