@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr)
   start = time.perf_counter()
   # Progress, stage lines and warnings are log records: shown on stderr as `pprsf: ...` lines.
-  logging.basicConfig(level=logging.INFO, format="pprsf: %(message)s", stream=sys.stderr)
+  # INFO for this package only: other libraries (JAX probing for a TPU, ...) speak at WARNING.
+  logging.basicConfig(level=logging.WARNING, format="pprsf: %(message)s", stream=sys.stderr)
+  logging.getLogger("pprsf_jax").setLevel(logging.INFO)
   try:
     if args.command == "online":
       results = online.run_online(config, progress=not args.no_progress, run_dir=folder)

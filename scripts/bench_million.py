@@ -96,7 +96,7 @@ def main() -> None:
   local = pipeline.local_training(config)
   theta0 = init_params(local.model, num_features(federation.user_features.shape[1], item_table),
                        key=pipeline.stream_key(args.seed, "theta0"))
-  training = pipeline.train_federated(theta0, source, item_table, config, local, progress=False)
+  training = pipeline.train_federated(theta0, source, item_table, config, local)
   lap("ranking_round_all_clients")
 
   result = {

@@ -45,7 +45,7 @@ def train_thetas(aggregators=AGGREGATORS) -> dict:
         eval=dataclasses.replace(config.eval, every_rounds=2))
     evaluations = []
     training = pipeline.train_federated(
-        theta0, examples, item_table, run_config, local, progress=False,
+        theta0, examples, item_table, run_config, local,
         evaluate=lambda params: evaluations.append(1) or 0.5)
     leaves = {jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in jax.tree_util.tree_leaves_with_path(training.params)}

@@ -144,9 +144,8 @@ def test_training_on_streamed_cohorts_equals_training_on_stacked_ones(streamed, 
   local = pipeline.local_training(config)
   theta0 = init_params(local.model, num_features(federation.user_features.shape[1], item_table),
                        key=pipeline.stream_key(0, "theta0"))
-  from_stream = pipeline.train_federated(theta0, source, item_table, config, local, progress=False)
-  from_stack = pipeline.train_federated(theta0, every_client, item_table, config, local,
-                                        progress=False)
+  from_stream = pipeline.train_federated(theta0, source, item_table, config, local)
+  from_stack = pipeline.train_federated(theta0, every_client, item_table, config, local)
   assert_trees_identical(from_stream.params, from_stack.params)
   assert from_stream.losses == from_stack.losses
   assert from_stream.losses[-1] < from_stream.losses[0]
