@@ -22,7 +22,7 @@ from pprsf_jax.privacy.server_view import IGNORED
 from pprsf_jax.ranking import ItemTable, LocalTraining, init_params, make_item_table, num_features
 from pprsf_jax.ranking.client import public_upload_counts
 from pprsf_jax.ranking.federated import SERVER_STREAM, client_key, server_round
-from pprsf_jax.ranking.sampling import cohort_schedule
+from pprsf_jax.ranking.sampling import CohortSchedule, cohort_schedule
 from pprsf_jax.rerank import final_list, make_reranker
 from pprsf_jax.types import (SERVING, CandidateList, Candidates, ClientUpload, PublicData,
                              TopTRequest)
@@ -66,7 +66,7 @@ class Setup(NamedTuple):
   # [N] each user's upload weight and planned steps, from the lists above (`declared_counts`)
   declared_weights: np.ndarray
   declared_steps: np.ndarray
-  schedule: list[np.ndarray]  # [rounds] client ids per round
+  schedule: CohortSchedule  # [rounds] client ids per round, each computed when asked for
   plan: PrivacyPlan | None
   algorithm: FederatedAlgorithm
 

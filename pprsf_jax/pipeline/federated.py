@@ -31,10 +31,12 @@ from pprsf_jax.types import PublicData
 
 logger = logging.getLogger(__name__)
 
-# What the run records after every round (host arrays [rounds]; a checkpoint holds them).
+# What the run records after every round, and its dtype in a checkpoint. The record grows
+# round by round (nothing is sized by `rounds`: a huge round count costs nothing up front).
 _PER_ROUND = {"loss": np.float64, "rejected": np.int64, "dropped": np.int64,
               "stragglers": np.int64, "upload_bytes": np.float64, "secure_clipped": np.int64,
-              "clip_norm": np.float64}  # clip_norm: the bound central DP used that round
+              "clip_norm": np.float64,  # the bound central DP used that round (else 0)
+              "curve": np.float64}  # evaluate(Theta) after the rounds it ran (else NaN)
 
 
 class FederatedTraining(NamedTuple):
@@ -74,17 +76,21 @@ def parameter_bytes(params) -> int:
   return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(params)))
 
 
-def _initial_state(algorithm, theta0, num_clients: int, rounds: int) -> dict[str, Any]:
-  """Everything a resumed run needs, in fixed shapes (a checkpoint must fit its template)."""
-  state = {"server": init_server_state(algorithm, theta0),
-           "clients": init_client_states(algorithm, theta0, num_clients),
-           "curve": np.full(rounds, np.nan)}  # evaluate(Theta) after the rounds it ran (else NaN)
-  return state | {name: np.zeros(rounds, dtype) for name, dtype in _PER_ROUND.items()}
+def _initial_state(algorithm, theta0, num_clients: int, rounds_done: int = 0) -> dict[str, Any]:
+  """Everything a resumed run needs after `rounds_done` rounds: the template a checkpoint must
+  fit (its per-round record holds one entry a round done)."""
+  return {"server": init_server_state(algorithm, theta0),
+          "clients": init_client_states(algorithm, theta0, num_clients),
+          "per_round": {name: np.zeros(rounds_done, dtype) for name, dtype in _PER_ROUND.items()}}
 
 
-def _record_round(state: dict[str, Any], round_index: int, metrics) -> None:
-  for name in ("loss", "rejected", "dropped", "stragglers", "upload_bytes", "secure_clipped"):
-    state[name][round_index] = getattr(metrics, name)
+def _round_record(metrics, clip_norm: float) -> dict[str, float]:
+  """One round's entry of the per-round record (its curve entry is filled in if evaluated)."""
+  return {"loss": float(metrics.loss), "rejected": int(metrics.rejected),
+          "dropped": int(metrics.dropped), "stragglers": int(metrics.stragglers),
+          "upload_bytes": float(metrics.upload_bytes),
+          "secure_clipped": int(metrics.secure_clipped), "clip_norm": clip_norm,
+          "curve": float("nan")}
 
 
 def train_federated(theta0, examples: ClientExamples | CohortSource, item_table: ItemTable,
@@ -118,7 +124,7 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
                              fed.sampling)
   mesh = sharding.client_mesh()
   # The padded cohort every round compiles to: a whole number of clients per device.
-  capacity = sharding.padded_capacity(max(1, max(len(ids) for ids in schedule)), mesh)
+  capacity = sharding.padded_capacity(max(1, schedule.largest_cohort()), mesh)
   plan = plan_privacy(config.privacy, fed, num_clients, schedule)
   if plan is not None:
     logger.info("privacy: %s DP, noise multiplier %.4g, clip norm %g (%s), delta %g",
@@ -137,20 +143,22 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
   attackers = np.zeros(num_clients, bool) if attackers is None else attackers
   seed_key = stream_key(config.seed, "clients")
   item_table = sharding.replicate(jax.device_put(item_table), mesh)
-  state = _initial_state(algorithm, theta0, num_clients, fed.rounds)
-  first_round = 0
+  state = _initial_state(algorithm, theta0, num_clients)
   if checkpoints is not None:
-    restored = checkpoint.restore_latest(checkpoints, state)
+    restored = checkpoint.restore_latest(
+        checkpoints, lambda done: _initial_state(algorithm, theta0, num_clients, done + 1))
     if restored is not None:
       done, state = restored
-      first_round = done + 1
       logger.info("resumed after round %d of %d from %s", done + 1, fed.rounds, checkpoints)
   server, clients = sharding.replicate(state["server"], mesh), state["clients"]
+  # The record as lists while training (appended a round at a time), arrays in a checkpoint.
+  record = {name: values.tolist() for name, values in state["per_round"].items()}
+  first_round = len(record["loss"])
   cohorts = prefetched(source, schedule, capacity, range(first_round, fed.rounds))
   for round_index, ids, (cohort, client_ids, client_mask) in progress.steps(
       cohorts, desc="federated rounds", initial=first_round, total=fed.rounds):
-    if plan is not None and plan.mechanism == "central":
-      state["clip_norm"][round_index] = float(current_clip_norm(server.aggregator))
+    clip_norm = (float(current_clip_norm(server.aggregator))
+                 if plan is not None and plan.mechanism == "central" else 0.0)
     per_client = sharding.shard_clients(
         (gather_client_states(clients, client_ids), cohort, client_ids, client_mask,
          attackers[client_ids] & (client_mask > 0)), mesh)
@@ -160,36 +168,41 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
     metrics = sharding.to_host(metrics)
     server_view.record("upload.declared", (ids, jax.tree.map(lambda a: a[:len(ids)],
                                                              metrics.declared)))
-    _record_round(state, round_index, metrics)
+    entry = _round_record(metrics, clip_norm)
     last = round_index == fed.rounds - 1
     every = config.eval.every_rounds
     if evaluate is not None and every and ((round_index + 1) % every == 0 or last):
-      state["curve"][round_index] = evaluate(sharding.to_host(server.params))
+      entry["curve"] = evaluate(sharding.to_host(server.params))
+    for name, value in entry.items():
+      record[name].append(value)
     if checkpoints is not None and config.checkpoint_every and (
         (round_index + 1) % config.checkpoint_every == 0 or last):
-      state["server"], state["clients"] = sharding.to_host(server), clients
+      state = {"server": sharding.to_host(server), "clients": clients,
+               "per_round": {name: np.asarray(values, _PER_ROUND[name])
+                             for name, values in record.items()}}
       if jax.process_index() == 0:  # one writer; every process restores the same file
         checkpoint.save(checkpoints, round_index, state)
   if mesh is not None:  # hand back host arrays, whole on every process
     server = sharding.to_host(server)
-  return _finished(state, server, clients, plan, algorithm, secure)
+  return _finished(record, server, clients, plan, algorithm, secure)
 
 
-def _finished(state, server, clients, plan, algorithm, secure) -> FederatedTraining:
+def _finished(record: dict[str, list], server, clients, plan, algorithm,
+              secure) -> FederatedTraining:
   central = plan is not None and plan.mechanism == "central"
-  per_round = {name: state[name].tolist() for name in _PER_ROUND
-               if name != "clip_norm" or central}
+  per_round = {name: record[name] for name in _PER_ROUND
+               if name != "curve" and (name != "clip_norm" or central)}
   return FederatedTraining(
       params=server.params, losses=per_round["loss"],
-      rejected=int(state["rejected"].sum()), dropped=int(state["dropped"].sum()),
-      stragglers=int(state["stragglers"].sum()),
-      upload_bytes=float(state["upload_bytes"].mean()),
+      rejected=sum(record["rejected"]), dropped=sum(record["dropped"]),
+      stragglers=sum(record["stragglers"]),
+      upload_bytes=float(np.mean(record["upload_bytes"])),
       dense_upload_bytes=float(parameter_bytes(server.params)),
       broadcast_bytes=float(parameter_bytes(server.params) + parameter_bytes(server.broadcast)),
       client_state_bytes=client_state_bytes(clients),
       privacy=privacy_report(plan) | ({"clip_norm_per_round": per_round["clip_norm"]}
                                       if central else {}),
       algorithm=algorithm, clients=clients, broadcast=server.broadcast, secure=secure,
-      secure_clipped=int(state["secure_clipped"].sum()),
-      curve=[None if np.isnan(value) else float(value) for value in state["curve"]],
+      secure_clipped=sum(record["secure_clipped"]),
+      curve=[None if np.isnan(value) else float(value) for value in record["curve"]],
       per_round=per_round)

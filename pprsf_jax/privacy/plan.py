@@ -1,13 +1,16 @@
 """From a `PrivacyConfig` to a concrete plan: calibrated noise, the algorithm, the ledger.
 
 The orchestrator calls `plan_privacy` once, before training, with the cohort schedule (which
-depends on the seed only); `private_algorithm` then builds the federated algorithm with the DP
+depends on the seed only). A DP run's start-up is the one that grows with the rounds: local DP
+draws every round's cohort to count the busiest client's participations, and the report's
+per-round ε curve has an entry a round. `private_algorithm` then builds the federated algorithm with the DP
 stage in place, and `privacy_report` states what the run spent.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,7 +36,7 @@ class PrivacyPlan(NamedTuple):
 
 
 def plan_privacy(config: PrivacyConfig, fed: FederatedConfig, num_clients: int,
-                 schedule: list[np.ndarray]) -> PrivacyPlan | None:
+                 schedule: Sequence[np.ndarray]) -> PrivacyPlan | None:
   """The run's DP plan, or None when `config.mechanism` is "none".
 
   Raises:
