@@ -5,9 +5,10 @@ sha256 of the payload) then the payload, the pytree's state dict in msgpack
 (`flax.serialization`). It is written to a temporary file in the same folder, fsynced, then
 renamed over its final name (`os.replace` is atomic on POSIX), so a process killed at any moment
 leaves either the previous checkpoints or the new one complete, never a half-written file under
-a checkpoint name. On restore the byte count and digest are checked, and every leaf's shape and
-dtype must match the template; a checkpoint failing any check is reported and the previous one
-is tried.
+a checkpoint name. A write that fails (a full disk) removes its temporary file; those a killed
+process left behind are removed when the next run restores from the folder. On restore the byte
+count and digest are checked, and every leaf's shape and dtype must match the template; a
+checkpoint failing any check is reported and the previous one is tried.
 
 Chosen over orbax-checkpoint: the state is a small single-host pytree, and this format needs no
 extra dependency, detects truncation and corruption itself (a digest over the bytes), and
@@ -16,13 +17,14 @@ restores bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import flax.serialization
 import jax
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "pprsf-checkpoint-v1"
 _NAME = re.compile(r"^round-(\d{6,})\.ckpt$")
+_TEMPORARY = re.compile(r"^\.round-\d{6,}\.ckpt\.\d+\.tmp$")  # `save`'s, named by its pid
 
 
 class CheckpointError(RuntimeError):
@@ -63,16 +66,43 @@ def save(directory: str | os.PathLike, round_index: int, tree: Any, *, keep: int
                        "sha256": hashlib.sha256(payload).hexdigest()}).encode() + b"\n"
   final = _path(directory, round_index)
   temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-  with open(temporary, "wb") as handle:
-    handle.write(header)
-    handle.write(payload)
-    handle.flush()
-    os.fsync(handle.fileno())
-  os.replace(temporary, final)
+  try:
+    with open(temporary, "wb") as handle:
+      handle.write(header)
+      handle.write(payload)
+      handle.flush()
+      os.fsync(handle.fileno())
+    os.replace(temporary, final)
+  except BaseException as error:  # an interrupt too: no partial file stays behind
+    with contextlib.suppress(OSError):  # (cannot remove it either: the first error matters)
+      temporary.unlink(missing_ok=True)
+    if isinstance(error, OSError):
+      # A failed write() names no file, and the temporary one is gone: name the checkpoint.
+      raise OSError(error.errno, error.strerror or str(error), os.fspath(final)) from error
+    raise
   _fsync_directory(directory)
   for old in checkpoint_rounds(directory)[keep:]:
     _path(directory, old).unlink(missing_ok=True)
   return final
+
+
+def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
+  """Removes the temporary files of saves that never finished (a killed process); returns them.
+
+  Called when a run starts on `directory` (`restore_latest`). A run folder has one writer, so
+  any temporary file there is a dead process's; the run-folder lock of issue 24 will make sure
+  of that (today two runs started on one folder by hand could still remove each other's).
+  """
+  directory = Path(directory)
+  if not directory.is_dir():
+    return []
+  stale = [directory / name for name in sorted(os.listdir(directory)) if _TEMPORARY.match(name)]
+  for path in stale:
+    path.unlink(missing_ok=True)
+  if stale:
+    logger.info("removed %d temporary checkpoint file(s) an interrupted save left in %s: %s",
+                len(stale), directory, ", ".join(path.name for path in stale))
+  return stale
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -116,19 +146,24 @@ def _read(path: Path, template: Any) -> Any:
   return jax.tree.map(np.array, restored)
 
 
-def restore_latest(directory: str | os.PathLike, template: Any) -> tuple[int, Any] | None:
+def restore_latest(directory: str | os.PathLike,
+                   template: Any | Callable[[int], Any]) -> tuple[int, Any] | None:
   """(round, tree) of the newest checkpoint that verifies; None if there are none at all.
 
-  A bad checkpoint is logged (a warning) and skipped in favour of the previous one; if checkpoints exist
-  but none verifies, raises CheckpointError listing each failure (rather than silently starting
-  over).
+  `template` is the tree a checkpoint must fit, or a function of the checkpoint's round giving
+  it (a state that grows with the rounds done). A bad checkpoint is logged (a warning) and
+  skipped in favour of the previous one; if checkpoints exist but none verifies, raises
+  CheckpointError listing each failure (rather than silently starting over). Temporary files
+  of saves a killed process never finished are removed first (`remove_temporaries`).
   """
+  template_for = template if callable(template) else lambda round_index: template
+  remove_temporaries(directory)
   rounds = checkpoint_rounds(directory)
   failures = []
   for round_index in rounds:
     path = _path(Path(directory), round_index)
     try:
-      return round_index, _read(path, template)
+      return round_index, _read(path, template_for(round_index))
     except (CheckpointError, OSError) as error:
       failures.append(str(error))
       logger.warning("checkpoint skipped: %s", error)

@@ -7,8 +7,9 @@ field and the allowed range. Presets live in `configs/*.py` as `get_config() -> 
 This module is also the field reference (`pprsf fields`, docs/configuration.md, both rendered by
 `pprsf_jax.fields`): a field's meaning is its `# comment` here (the lines above it and the one
 after it), and its allowed values are what its checks say (`allowed_values`), so neither can
-drift from the code. Limits that need the data (the federation's size) are checked by
-`check_against_data` once it has loaded.
+drift from the code. Limits that need the data (the federation's size, the catalogue's, the
+split's) are checked once it has loaded, by the job's preflight (`pprsf_jax.preflight`, which
+includes `check_against_data`).
 """
 
 from __future__ import annotations
@@ -150,11 +151,17 @@ class SyntheticConfig:
     _check_real(self.attribute_strength, "data.synthetic.attribute_strength", 0)
 
 
+# How `DataConfig.feedback` may read ratings. Ratings as weights (a weighted loss in every
+# recall model and in the ranking loss) is not one of them yet.
+FEEDBACK = ("implicit", "threshold")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataConfig:
   """Which data, and how interactions are split between public/private and train/eval."""
 
   source: str = "ml-100k"  # a dataset name the loader fetches, a directory of files, or "synthetic"
+  prefix: str = ""  # RecBole files <prefix>.inter, .user, .item in the folder ("": its only ones)
   private_share: float = 0.2  # share of each user's interactions kept private on the device
   # "random": per user at random, valid_share / test_share (RecBole's 8:1:1 by default);
   # "leave_one_out": per user by time, the latest interaction tests, the one before validates.
@@ -162,10 +169,20 @@ class DataConfig:
   valid_share: float = 0.1  # random split: validation share
   test_share: float = 0.1  # random split: test share
   label_folds: int = 4  # cross-fitting folds: recall trains on F-1, the held-out fold labels ranking
+  # How ratings become feedback (the loader checks every rating is a MovieLens 1-5 either way):
+  # "implicit", every interaction is a positive whatever its rating; "threshold", interactions
+  # rated >= positive_threshold are the positives and the others are dropped before the split.
+  feedback: str = "implicit"
+  positive_threshold: float = 4.0  # feedback "threshold": the lowest rating kept as a positive
   synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
 
   def __post_init__(self):
     _check_text(self.source, "data.source", "a non-empty name or path (a string)")
+    _check(isinstance(self.prefix, str) and not set(self.prefix) & set("/\\\x00"), "data.prefix",
+           "a file name stem without a path (a string; empty: the folder's only *.inter file)",
+           self.prefix)
+    _check(self.prefix == "" or self.source != "synthetic", "data.prefix",
+           'empty with data.source="synthetic" (no files are read)', self.prefix)
     _check_real(self.private_share, "data.private_share", 0, 1, high_open=True)
     _check_choice(self.split, "data.split", ("random", "leave_one_out"),
                   '"random" or "leave_one_out"')
@@ -178,6 +195,8 @@ class DataConfig:
         self.valid_share + self.test_share,
     )
     _check_int(self.label_folds, "data.label_folds", 2, 10)
+    _check_choice(self.feedback, "data.feedback", FEEDBACK, '"implicit" or "threshold"')
+    _check_real(self.positive_threshold, "data.positive_threshold", 1, 5)
     _check_section(self.synthetic, "data.synthetic", SyntheticConfig)
 
 
@@ -610,36 +629,56 @@ class RunConfig:
            'needs federated.sampling="poisson")', privacy.accountant)
 
 
-# What `check_against_data` allows, as the field reference states it: the data's size is only
-# known once the data has loaded.
+# What the checks that need the data allow, as the field reference states them: the data's size
+# and split are only known once it has loaded (`check_against_data`, and the whole job's
+# preflight, `pprsf_jax.preflight`, which names the numbers of the data at hand).
 DATA_LIMITS = {
     "federated.clients_per_round": "at most the number of clients (users) in the data",
     "federated.attack_target": "-1 or an item id below the number of items in the data",
+    "recall.num_candidates": "at most the number of items in the data",
+    "data.test_share": "a share that gives some user a test interaction",
+    "data.valid_share": "a share that gives some user a validation interaction",
+    "data.private_share": "a share that leaves public train interactions in every recall fold",
+    "ranking.batch_size": 'loss "bce": at most the candidate rows the clients train on',
+    "ranking.lists_per_step": 'loss "softmax": at most the candidate lists with a positive',
+    "eval.sampled_negatives": ("at most the items each user with a held-out item never "
+                               "interacted with"),
+    "privacy.delta": "< 1 / the number of clients in the data, under privacy.mechanism != none",
 }
 
 
 def check_against_data(config: RunConfig, num_users: int, num_items: int) -> None:
   """Refuses settings the loaded data makes impossible, naming the field and the data's size.
 
-  Called by the pipeline right after the data has loaded, before any training.
+  The deployment's coordinator calls it; a simulated run checks these limits and many more in
+  its preflight (`pprsf_jax.preflight`), before any training.
 
   Raises:
     ConfigError: The cohort is larger than the federation (`num_users` clients), or the attack
       targets an item the catalogue (`num_items` items) does not have.
   """
+  problems = data_limit_problems(config, num_users, num_items)
+  if problems:
+    raise ConfigError(problems[0])
+
+
+def data_limit_problems(config: RunConfig, num_users: int, num_items: int) -> list[str]:
+  """`check_against_data`'s refusals, one message each (empty when the config fits)."""
   fed = config.federated
   data = f"data: {_show(config.data.source)}, {num_users} users, {num_items} items"
+  problems = []
   # The cohort schedule would cap C at N: refused instead, so that the config states the cohort
   # that really trains (and a privacy plan counts the sampling rate that really applies).
   if fed.clients_per_round > num_users:
-    raise ConfigError(
+    problems.append(
         f"federated.clients_per_round={fed.clients_per_round} is invalid: the federation has "
         f"{num_users} clients ({data}); allowed "
         f"{DATA_LIMITS['federated.clients_per_round']}")
   if fed.attack_target >= num_items:
-    raise ConfigError(
+    problems.append(
         f"federated.attack_target={fed.attack_target} is invalid: allowed -1 or an item id "
         f"< {num_items}")
+  return problems
 
 
 def allowed_values() -> dict[str, tuple[str, ...]]:

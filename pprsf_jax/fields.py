@@ -214,7 +214,8 @@ def render_markdown() -> str:
       "order and validated together (`pprsf run configs/ml100k.py federated.rounds=50`). "
       "`pprsf fields [SECTION]` prints this reference in the terminal, and `pprsf run CONFIG "
       "[overrides] --dry-run` prints a config's fields that differ from these defaults and the "
-      "stages a run would go through, without running them.",
+      "stages a run would go through, and checks the job against its data (the preflight every "
+      "run passes before its folder is made), without running them.",
       "",
       "Defaults are written as an override takes them: tuples as `(a, b)`, booleans as `true` "
       "or `false`. Every rule in *allowed* must hold; a rule that quotes another field's value "

@@ -34,8 +34,9 @@ import numpy as np
 from pprsf_jax import checkpoint
 from pprsf_jax import config as config_lib
 from pprsf_jax import figures
-from pprsf_jax import pipeline
+from pprsf_jax import pipeline, preflight
 from pprsf_jax import progress as progress_lib
+from pprsf_jax import report
 from pprsf_jax.config import ConfigError, RunConfig
 from pprsf_jax.data.timeline import Timeline, build_timeline
 from pprsf_jax.metrics import beyond_accuracy, hit_matrix, per_user_metrics
@@ -202,8 +203,9 @@ def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *,
 def _write_days(folder: pathlib.Path, records: list[dict[str, Any]]) -> None:
   path = folder / DAYS_FILE
   temporary = path.with_suffix(".json.tmp")
-  temporary.write_text(json.dumps(records, indent=2) + "\n")
-  temporary.replace(path)
+  with report.writing("the day records", folder):
+    temporary.write_text(json.dumps(records, indent=2) + "\n")
+    temporary.replace(path)
 
 
 def _resume(folder: pathlib.Path, theta0: Any) -> tuple[Any, list[dict[str, Any]]]:
@@ -213,7 +215,7 @@ def _resume(folder: pathlib.Path, theta0: Any) -> tuple[Any, list[dict[str, Any]
     return theta0, []
   day, state = restored
   path = folder / DAYS_FILE
-  records = json.loads(path.read_text()) if path.exists() else []
+  records = report.read_run_file(path, list, "a list of days") if path.exists() else []
   # days.json is written before the checkpoint: it may hold one day more, never one fewer.
   records = [record for record in records if record["day"] <= day]
   if [record["day"] for record in records] != list(range(1, day + 1)):
@@ -257,8 +259,9 @@ def _run_online(config: RunConfig, tables, run_dir: pathlib.Path | None,
     tables = pipeline.load_tables(config.data, config.seed) if tables is None else tables
     timeline = build_timeline(tables, config.data, config.online, config.seed)
   tables = timeline.tables
-  # Every user the loop will ever see (arrivals included) is the federation the cohort draws from.
-  config_lib.check_against_data(config, tables.num_users, tables.num_items)
+  # Every user the loop will ever see (arrivals included) is the federation the cohort draws from;
+  # the whole job is checked against the timeline before day 1 (`pprsf_jax.preflight`).
+  preflight.check_online(config, tables, timeline)
   first = timeline.view(1)
   logger.info("data: %d users, %d items, %d interactions; %d logged before day 1, %d days after",
               tables.num_users, tables.num_items, tables.num_ratings,
@@ -288,7 +291,12 @@ def _run_online(config: RunConfig, tables, run_dir: pathlib.Path | None,
 
 def write_report(results: dict[str, Any], folder: pathlib.Path) -> list[pathlib.Path]:
   """online.json, days.md (a table per day, then its figure) and metrics_per_day.png in the run
-  folder."""
+  folder (RunFolderError, naming the file, if one cannot be written)."""
+  with report.writing("the online report", folder):
+    return _write_report(results, folder)
+
+
+def _write_report(results: dict[str, Any], folder: pathlib.Path) -> list[pathlib.Path]:
   top_k = results["config"]["eval"]["top_k"]
   days = results["days"]
   methods = list(days[0]["metrics"]) if days else []

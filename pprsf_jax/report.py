@@ -3,8 +3,10 @@ figures (`pprsf_jax.figures`) and metrics.jsonl, one line per federated round.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import pathlib
 import time
 from typing import Any
@@ -43,13 +45,17 @@ def results_table(results: dict[str, Any]) -> str:
 
 
 def new_run_folder(out_dir: str, name: str) -> pathlib.Path:
-  """Creates and returns a new, empty folder <out_dir>/<name>-<timestamp>[~k]."""
+  """Creates and returns a new, empty folder <out_dir>/<name>-<timestamp>[~k].
+
+  Raises:
+    RunFolderError: The folder cannot be made (naming it and the cause).
+  """
   folder = pathlib.Path(out_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
   suffix = 1
   while folder.exists():
     folder = folder.with_name(f"{folder.name.split('~')[0]}~{suffix}")
     suffix += 1
-  folder.mkdir(parents=True)
+  _make_folder(folder, exist_ok=False)
   return folder
 
 
@@ -57,25 +63,88 @@ class RunFolderMismatch(ValueError):
   """A run folder was started with a different config than the one given to resume it."""
 
 
+class RunFolderError(RuntimeError):
+  """The run folder cannot be made, written or read: the message names the path and the cause."""
+
+
+def os_cause(error: OSError) -> str:
+  """What went wrong in `error`, in words, without the path (the caller names it)."""
+  if isinstance(error, FileExistsError) and not os.path.isdir(error.filename or ""):
+    return "it exists and is not a folder"
+  if isinstance(error, NotADirectoryError):
+    return "a part of the path is a file, not a folder"
+  return error.strerror or str(error) or type(error).__name__
+
+
+def _make_folder(folder: pathlib.Path, *, exist_ok: bool) -> None:
+  try:
+    folder.mkdir(parents=True, exist_ok=exist_ok)
+  except OSError as error:
+    raise RunFolderError(f"cannot create the run folder {folder}: {os_cause(error)}") from error
+
+
 def claim_run_folder(folder: pathlib.Path, config: dict[str, Any]) -> bool:
   """Records `config` in folder/config.json, or checks it equals the one recorded there.
 
   Returns True if the folder already held this run (a resume). A different config in the same
   folder is refused, naming the fields that differ: its checkpoints belong to another run.
+
+  Raises:
+    RunFolderMismatch: The folder holds another run's config.
+    RunFolderError: The folder cannot be made or written, or its config.json cannot be read
+      (missing permission, a full disk, a truncated file, ...).
   """
-  folder.mkdir(parents=True, exist_ok=True)
+  _make_folder(folder, exist_ok=True)
   recorded = folder / "config.json"
   if recorded.exists():
-    before = json.loads(recorded.read_text())
+    before = _recorded_config(recorded)
     if before != config:
       raise RunFolderMismatch(
           f"{folder} was started with a different config ({', '.join(_differences(before, config))}); "
           "use a new --run-dir or the original config")
     return True
   temporary = recorded.with_suffix(".json.tmp")
-  temporary.write_text(json.dumps(config, indent=2) + "\n")
-  temporary.replace(recorded)
+  try:
+    temporary.write_text(json.dumps(config, indent=2) + "\n")
+    temporary.replace(recorded)
+  except OSError as error:
+    with contextlib.suppress(OSError):  # a half-written file is no record; keep the first error
+      temporary.unlink(missing_ok=True)
+    raise RunFolderError(f"cannot write {recorded}: {os_cause(error)}") from error
   return False
+
+
+def read_run_file(path: pathlib.Path, kind: type, what: str) -> Any:
+  """The JSON a run folder recorded in `path` (a `kind`, e.g. dict: `what` it should hold), or
+  RunFolderError naming the file and what is wrong with it."""
+  # Without its own records a run folder cannot be resumed safely: no guessing.
+  damaged = "restore it, or start over with a new --run-dir"
+  try:
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+  except OSError as error:
+    raise RunFolderError(f"cannot read {path}: {os_cause(error)}") from error
+  except ValueError as error:  # JSONDecodeError, UnicodeDecodeError: a damaged file
+    raise RunFolderError(f"{path} is damaged (not valid JSON: {error}); {damaged}") from error
+  if not isinstance(recorded, kind):
+    raise RunFolderError(f"{path} is damaged (holds a JSON {type(recorded).__name__}, not "
+                         f"{what}); {damaged}")
+  return recorded
+
+
+def _recorded_config(path: pathlib.Path) -> dict[str, Any]:
+  """The config a run folder recorded, or RunFolderError naming the file and what is wrong."""
+  return read_run_file(path, dict, "the config object")
+
+
+@contextlib.contextmanager
+def writing(what: str, folder: pathlib.Path):
+  """Turns an OSError inside the block into RunFolderError naming the file (or `folder`)."""
+  try:
+    yield
+  except OSError as error:
+    # A failed write() names no file; the folder is then the most precise place to name.
+    where = error.filename if error.filename is not None else folder
+    raise RunFolderError(f"cannot write {what} to {where}: {os_cause(error)}") from error
 
 
 def _differences(before: Any, after: Any, prefix: str = "") -> list[str]:
@@ -124,8 +193,13 @@ def results_markdown(results: dict[str, Any], name: str, pictures: list[pathlib.
 
 
 def write_results(results: dict[str, Any], folder: pathlib.Path, name: str) -> None:
-  """Writes results.json, metrics.jsonl, the figures and results.md into the run folder."""
-  (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-  (folder / "metrics.jsonl").write_text("".join(line + "\n" for line in metrics_lines(results)))
-  pictures = figures.write_figures(results, folder)
-  (folder / "results.md").write_text(results_markdown(results, name, pictures))
+  """Writes results.json, metrics.jsonl, the figures and results.md into the run folder.
+
+  Raises:
+    RunFolderError: A file cannot be written (naming it and the cause, e.g. a full disk).
+  """
+  with writing("the results", folder):
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (folder / "metrics.jsonl").write_text("".join(line + "\n" for line in metrics_lines(results)))
+    pictures = figures.write_figures(results, folder)
+    (folder / "results.md").write_text(results_markdown(results, name, pictures))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -85,6 +86,91 @@ def test_a_checkpoint_of_another_shape_is_refused_naming_the_leaf(tmp_path):
   checkpoint.save(tmp_path, 0, _state(1.0, clients=4))
   with pytest.raises(checkpoint.CheckpointError, match=r"\['clients'\] is float32\[4, 5\]"):
     checkpoint.restore_latest(tmp_path, _state(0.0, clients=6))
+
+
+# ------------------------------------------------------------------------ writes that fail
+def _temporaries(directory: Path) -> list[str]:
+  return [name for name in os.listdir(directory) if name.endswith(".tmp")]
+
+
+def _full_disk_after(room: int):
+  """An `open` for checkpoint.py whose files take `room` bytes, then fail as a full disk does."""
+  real_open = open
+
+  class FullDisk:
+
+    def __init__(self, path, mode):
+      self._file, self._room = real_open(path, mode), room
+
+    def write(self, data):
+      taken = min(len(data), self._room)
+      self._file.write(data[:taken])
+      self._room -= taken
+      if taken < len(data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+      return taken
+
+    def __getattr__(self, name):
+      return getattr(self._file, name)
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *failure):
+      self._file.close()
+
+  return FullDisk
+
+
+@pytest.mark.parametrize("room", [0, 100])  # nothing written, or the header and some payload
+def test_a_full_disk_removes_the_temporary_file_and_keeps_the_earlier_checkpoints(
+    tmp_path, monkeypatch, room):
+  checkpoint.save(tmp_path, 1, _state(1.0))
+  checkpoint.save(tmp_path, 2, _state(2.0))
+  monkeypatch.setattr(checkpoint, "open", _full_disk_after(room), raising=False)
+  for _ in range(3):  # a retry leaves nothing behind either
+    with pytest.raises(OSError) as caught:
+      checkpoint.save(tmp_path, 3, _state(3.0))
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.filename == str(tmp_path / "round-000003.ckpt")  # the write names none
+  assert _temporaries(tmp_path) == [] and checkpoint.checkpoint_rounds(tmp_path) == [2, 1]
+  monkeypatch.undo()
+  round_index, restored = checkpoint.restore_latest(tmp_path, _state(0.0))
+  assert round_index == 2
+  _assert_equal(restored, _state(2.0))
+  checkpoint.save(tmp_path, 3, _state(3.0))  # space again: the run goes on
+  assert checkpoint.restore_latest(tmp_path, _state(0.0))[0] == 3
+
+
+def test_a_failed_rename_removes_the_temporary_file(tmp_path, monkeypatch):
+  checkpoint.save(tmp_path, 1, _state(1.0))
+
+  def replace(source, target):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), source, None, target)
+
+  monkeypatch.setattr(os, "replace", replace)
+  with pytest.raises(OSError, match="No space left on device"):
+    checkpoint.save(tmp_path, 2, _state(2.0))
+  monkeypatch.undo()
+  assert _temporaries(tmp_path) == [] and checkpoint.checkpoint_rounds(tmp_path) == [1]
+
+
+def test_temporary_files_of_a_killed_save_are_removed_when_the_next_run_starts(tmp_path, caplog):
+  checkpoint.save(tmp_path, 4, _state(1.0))
+  stale = [".round-000005.ckpt.4242.tmp", ".round-000006.ckpt.4243.tmp"]
+  for name in stale:
+    (tmp_path / name).write_bytes(b"half a checkpoint")
+  others = ["notes.tmp", "round-000005.ckpt.tmp", ".round-x.ckpt.1.tmp"]  # not save's: kept
+  for name in others:
+    (tmp_path / name).write_bytes(b"")
+  with caplog.at_level("INFO", logger="pprsf_jax.checkpoint"):
+    round_index, restored = checkpoint.restore_latest(tmp_path, _state(0.0))
+  assert round_index == 4
+  _assert_equal(restored, _state(1.0))
+  assert sorted(os.listdir(tmp_path)) == sorted(["round-000004.ckpt", *others])
+  assert [record.getMessage() for record in caplog.records] == [
+      f"removed 2 temporary checkpoint file(s) an interrupted save left in {tmp_path}: "
+      f"{', '.join(stale)}"]
 
 
 # ----------------------------------------------------------------------------- kill and resume

@@ -323,6 +323,52 @@ def test_malformed_files_name_file_and_line(tmp_path, layout, file, edit, line, 
   assert fragment in message
 
 
+# ---- Values outside the format: ratings are whole stars 1-5, timestamps seconds >= 0 --------
+
+SCALE = "outside the MovieLens scale: allowed a whole number of stars from 1 to 5"
+OUT_OF_FORMAT = [
+    (GL, "u.data", "2\t12\t-999\t876893171", 2, f"rating '-999' is {SCALE}"),
+    (GL, "u.data", "2\t12\t6\t876893171", 2, f"rating '6' is {SCALE}"),
+    (GL, "u.data", "2\t12\t0\t876893171", 2, f"rating '0' is {SCALE}"),
+    (GL, "u.data", "2\t12\t4.5\t876893171", 2, f"rating '4.5' is {SCALE}"),
+    (GL, "u.data", "2\t12\t3\t-1", 2, "timestamp '-1' is negative: allowed Unix seconds >= 0"),
+    (RB, "ml-100k.inter", "-999\t2\t876893171\t12", 3, f"rating '-999' is {SCALE}"),
+    (RB, "ml-100k.inter", "5.5\t2\t876893171\t12", 3, f"rating '5.5' is {SCALE}"),
+    (RB, "ml-100k.inter", "3\t2\t-5.0\t12", 3, "timestamp '-5.0' is negative"),
+]
+
+
+@pytest.mark.parametrize("layout, file, row, line, problem", OUT_OF_FORMAT,
+                         ids=[f"{case[1]}-{k}" for k, case in enumerate(OUT_OF_FORMAT)])
+def test_values_outside_the_format_name_file_line_and_range(tmp_path, layout, file, row, line,
+                                                            problem):
+  folder = write_grouplens(tmp_path / "d") if layout == GL else write_recbole(tmp_path / "d")
+  path = folder / file
+  encoding = "latin-1" if layout == GL else "utf-8"
+  path.write_bytes(replace_line(path.read_bytes().decode(encoding), line, row).encode(encoding))
+  with pytest.raises(DataFormatError) as caught:
+    load_movielens(folder)
+  assert str(caught.value).startswith(f"{path} line {line}: {problem}"), str(caught.value)
+  assert (caught.value.path, caught.value.line) == (str(path), line)
+
+
+def test_whole_star_ratings_written_as_floats_are_accepted(tmp_path):
+  texts = recbole_texts()
+  texts["ml-100k.inter"] = texts["ml-100k.inter"].replace("\n5\t1\t", "\n5.0\t1\t", 1)
+  assert "5.0\t1\t874965758\t1" in texts["ml-100k.inter"]
+  assert_expected(read_recbole(write_files(tmp_path / "d", texts, "utf-8")))
+
+
+def test_the_cached_ml100k_ratings_are_all_on_the_scale():
+  folder = default_cache_dir() / "ml-100k-recbole"
+  if not (folder / "ml-100k.inter").is_file():
+    pytest.skip("ML-100K is not in the cache (no network in tests)")
+  tables = read_recbole(folder, "ml-100k")  # every rating and timestamp passed the checks
+  assert tables.num_ratings == 100_000
+  assert sorted(np.unique(tables.ratings).tolist()) == [1, 2, 3, 4, 5]
+  assert tables.timestamps.min() > 0
+
+
 def test_recbole_invalid_utf8_names_the_line(tmp_path):
   folder = write_recbole(tmp_path / "d")
   path = folder / "ml-100k.item"

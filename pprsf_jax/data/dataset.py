@@ -11,11 +11,17 @@ trained on. Each side deals its own rows with its own randomness: the server's f
 the public rows alone (a real server could not deal rows it never sees), and each device deals
 its private rows. Public folds therefore reveal nothing about private interactions, not even
 how many there are.
+
+Before any of that, `data.feedback` decides which interactions are positives at all
+(`select_feedback`): every one ("implicit"), or those rated at least `data.positive_threshold`
+("threshold"), the others dropped; one INFO line counts what was kept and dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -23,6 +29,8 @@ import numpy as np
 from pprsf_jax.config import DataConfig
 from pprsf_jax.data.tables import MovieLensTables
 from pprsf_jax.types import Interactions, ItemCatalogue, Period, PrivateData, PublicData
+
+logger = logging.getLogger(__name__)
 
 # Age buckets of the MovieLens-1M documentation; they suit ML-100K ages as well.
 AGE_BUCKET_EDGES = (18, 25, 35, 45, 50, 56)
@@ -158,8 +166,73 @@ def encode_catalogue(tables: MovieLensTables) -> ItemCatalogue:
   )
 
 
+def select_feedback(tables: MovieLensTables, config: DataConfig) -> MovieLensTables:
+  """The interactions `config.feedback` keeps as positives, in file order: all of them
+  ("implicit": the same tables), or those rated at least `config.positive_threshold`
+  ("threshold"). Users and items stay, with or without interactions; selecting twice is
+  selecting once."""
+  if config.feedback == "implicit":
+    return tables
+  keep = tables.ratings >= config.positive_threshold
+  if keep.all():
+    return tables
+  return dataclasses.replace(tables, user_ids=tables.user_ids[keep],
+                             item_ids=tables.item_ids[keep], ratings=tables.ratings[keep],
+                             timestamps=tables.timestamps[keep])
+
+
+def feedback_summary(tables: MovieLensTables, kept: MovieLensTables, config: DataConfig) -> str:
+  """One line: how many of `tables`' interactions `kept` (`select_feedback`'s) holds, and why the
+  others were dropped."""
+  total = tables.num_ratings
+  if config.feedback == "implicit":
+    return (f"data {tables.name}: kept all {total} interactions as positives, dropped none "
+            '(data.feedback="implicit": ratings are not used)')
+  threshold = f"{config.positive_threshold:g}"
+  silent = tables.num_users - np.unique(kept.user_ids).size
+  return (f"data {tables.name}: kept {kept.num_ratings} of {total} interactions as positives "
+          f"(rated >= {threshold}), dropped {total - kept.num_ratings} rated below {threshold} "
+          f'(data.feedback="threshold"); {silent} of {tables.num_users} users have no positive '
+          "left")
+
+
+def apply_feedback(tables: MovieLensTables, config: DataConfig) -> MovieLensTables:
+  """`select_feedback`, with its summary line logged (INFO)."""
+  kept = select_feedback(tables, config)
+  logger.info(feedback_summary(tables, kept, config))
+  return kept
+
+
+def _fewest_for_a_row(share: float) -> int:
+  """The fewest interactions of a user for which `_per_user_quota` marks a row at `share`."""
+  count = max(2, math.ceil(0.5 / share) - 1)  # the closed form, give or take rounding
+  while min(math.floor(share * count + 0.5), count - 1) < 1:
+    count += 1
+  return count
+
+
+def evaluation_summary(user: np.ndarray, test: np.ndarray, valid: np.ndarray, num_users: int,
+                       config: DataConfig) -> str:
+  """One line: how many users have too few interactions for a test (or validation) row, and
+  the rule. They still train, but the metrics of that period leave them out."""
+  without_test = num_users - np.unique(user[test]).size
+  without_valid = num_users - np.unique(user[valid]).size
+  if config.split == "leave_one_out":
+    rule = ('data.split="leave_one_out" needs at least 2 interactions for a test row, 3 for a '
+            "validation row")
+  else:
+    fewest = _fewest_for_a_row(config.test_share)
+    rule = (f'data.split="random" needs at least {fewest} interactions for a test row at '
+            f"data.test_share={config.test_share:g}")
+  return (f"split: {without_test} of {num_users} users have too few interactions for a test row "
+          f"and are left out of the test metrics, {without_valid} out of the validation metrics "
+          f"(their interactions still train; {rule})")
+
+
 def draw_partition(tables: MovieLensTables, config: DataConfig, seed: int) -> Partition:
-  """The periods (random per-user quotas, or leave-one-out by time) and the private rows."""
+  """The periods (random per-user quotas, or leave-one-out by time) and the private rows, over
+  the interactions `config.feedback` keeps (`select_feedback`)."""
+  tables = select_feedback(tables, config)
   rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E1D]))
   user = tables.user_ids.astype(np.int32)
   every = np.ones(user.shape, bool)
@@ -177,10 +250,12 @@ def build_dataset(tables: MovieLensTables, config: DataConfig, seed: int,
                   partition: Partition | None = None) -> FederatedDataset:
   """Splits `tables` into what the server holds, what clients hold, and the future periods.
 
-  The same tables, config and seed always give the same dataset. `partition` replaces nature's
-  draw (`draw_partition`): the privacy-boundary test rewrites what private rows say under the
-  partition of the clean tables.
+  The same tables, config and seed always give the same dataset. Only the interactions
+  `config.feedback` keeps are split (`select_feedback`). `partition` replaces nature's draw
+  (`draw_partition`) over those: the privacy-boundary test rewrites what private rows say under
+  the partition of the clean tables.
   """
+  tables = apply_feedback(tables, config)
   partition = draw_partition(tables, config, seed) if partition is None else partition
   if not (partition.test.shape == partition.valid.shape == partition.private.shape
           == tables.user_ids.shape):
@@ -188,6 +263,7 @@ def build_dataset(tables: MovieLensTables, config: DataConfig, seed: int,
                      f"{partition.test.shape}, {partition.valid.shape}, {partition.private.shape}")
   user, item = tables.user_ids.astype(np.int32), tables.item_ids.astype(np.int32)
   test, valid, private = partition
+  logger.info(evaluation_summary(user, test, valid, tables.num_users, config))
   train = ~(test | valid)
   fold = deal_folds(user, train, private, config.label_folds, tables.num_users, seed)
 

@@ -16,6 +16,7 @@ Every layout parses to the same `MovieLensTables`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -46,8 +47,10 @@ logger = logging.getLogger(__name__)
 _SLOW_PARSE_BYTES = 1 << 20
 
 
-def _reader(folder: Path) -> Callable[..., MovieLensTables]:
-  """Picks the reader for the layout of `folder`'s files."""
+def _reader(folder: Path, prefix: str = "") -> Callable[..., MovieLensTables]:
+  """Picks the reader for the layout of `folder`'s files (RecBole's wherever `prefix` is set)."""
+  if prefix:
+    return functools.partial(read_recbole, prefix=prefix)
   if all((folder / file).is_file() for file in GROUPLENS_FILES):
     return read_grouplens
   if all((folder / file).is_file() for file in ML1M_FILES):
@@ -67,8 +70,8 @@ def _reader(folder: Path) -> Callable[..., MovieLensTables]:
   )
 
 
-def _read_folder(folder: Path, name: str | None = None) -> MovieLensTables:
-  reader = _reader(folder)
+def _read_folder(folder: Path, name: str | None = None, prefix: str = "") -> MovieLensTables:
+  reader = _reader(folder, prefix)
   size = sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
   # Decided by size, before parsing, so that the line comes while the wait does, not after it.
   level = logging.INFO if size >= _SLOW_PARSE_BYTES else logging.DEBUG
@@ -81,7 +84,8 @@ def _read_folder(folder: Path, name: str | None = None) -> MovieLensTables:
 
 
 def load_movielens(
-    source: str | os.PathLike[str] = "ml-100k", cache_dir: str | os.PathLike[str] | None = None
+    source: str | os.PathLike[str] = "ml-100k", cache_dir: str | os.PathLike[str] | None = None,
+    *, prefix: str = "",
 ) -> MovieLensTables:
   """Loads MovieLens tables from a folder or, given a dataset name, from the verified cache.
 
@@ -90,6 +94,8 @@ def load_movielens(
       checks, so users may bring their own files), or a dataset name such as ``"ml-100k"``,
       fetched with `fetch_movielens`.
     cache_dir: Cache root for fetching; defaults to `fetch.default_cache_dir()`.
+    prefix: In a folder, the stem of the RecBole files to read (``<prefix>.inter``, ...; the
+      config's ``data.prefix``); "" reads the folder's only layout. Not for a dataset name.
 
   Returns:
     The parsed tables.
@@ -97,12 +103,16 @@ def load_movielens(
   Raises:
     DataFormatError: A file is missing or malformed.
     DataUnavailableError: `source` is neither a folder nor a known dataset name, or the dataset
-      had to be fetched and no source worked.
+      had to be fetched and no source worked; or `prefix` is set for a dataset name.
   """
   folder = Path(source)
   if folder.is_dir():
-    return _read_folder(folder)
+    return _read_folder(folder, prefix=prefix)
   if isinstance(source, str) and source in fetch.DATASET_SOURCES:
+    if prefix:  # a fetched dataset comes in the layout its source has: nothing to choose
+      raise DataUnavailableError(
+          f"data.prefix={prefix!r} chooses RecBole files in a folder, but data.source={source!r} "
+          "is a dataset name; leave data.prefix empty")
     return _read_folder(fetch_movielens(source, cache_dir), name=source)
   raise DataUnavailableError(
       f"{os.fspath(source)!r} is neither an existing folder nor a known dataset"

@@ -2,7 +2,9 @@
 
 Each format module (`grouplens`, `recbole`) turns its files into `User` and `Item` rows and a
 `Ratings` column set, with raw ids; `assemble` gives them dense ids and checks that the three
-files agree. Every error is a `DataFormatError` naming the file and line at fault.
+files agree. Every value is checked against the format as it is read (MovieLens ratings are whole
+stars 1-5, timestamps Unix seconds >= 0): every error is a `DataFormatError` naming the file and
+line at fault and what the format allows.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _GENDER_CODES = {"M": 0, "F": 1}
+# Every MovieLens release rates in whole stars from 1 to 5 (ML-100K and ML-1M in GroupLens' files,
+# and RecBole's ml-100k.inter, which declares them floats but holds the same integers).
+RATING_RANGE = (1, 5)
 
 
 # ---- Fields ---------------------------------------------------------------------------------
@@ -43,20 +48,31 @@ def parse_int(text: str, what: str, path: Path, line: int, bounds: tuple[int, in
 
 
 def parse_rating(text: str, path: Path, line: int) -> float:
+  """A MovieLens rating: whole stars in `RATING_RANGE` ("4", or "4.0" as RecBole may write it)."""
   value = float(text) if _FLOAT_RE.fullmatch(text) else math.nan
   if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
     raise DataFormatError(path, line, f"rating {text!r} is not a finite number")
+  low, high = RATING_RANGE
+  if not (value.is_integer() and low <= value <= high):
+    raise DataFormatError(path, line, f"rating {text!r} is outside the MovieLens scale: allowed "
+                          f"a whole number of stars from {low} to {high}")
   return value
 
 
 def parse_timestamp(text: str, path: Path, line: int) -> int:
+  """Unix seconds, a whole number >= 0 ("881250949", or "881250949.0" as RecBole writes it)."""
   if _INT_RE.fullmatch(text):
-    return parse_int(text, "timestamp", path, line, _INT64)
-  # RecBole declares timestamps as floats; accept "881250949.0" but nothing fractional.
-  value = float(text) if _FLOAT_RE.fullmatch(text) else math.nan
-  if not (math.isfinite(value) and value.is_integer() and abs(value) < 2.0**63):
-    raise DataFormatError(path, line, f"timestamp {text!r} is not a whole number of seconds")
-  return int(value)
+    value = parse_int(text, "timestamp", path, line, _INT64)
+  else:
+    # RecBole declares timestamps as floats; accept "881250949.0" but nothing fractional.
+    number = float(text) if _FLOAT_RE.fullmatch(text) else math.nan
+    if not (math.isfinite(number) and number.is_integer() and abs(number) < 2.0**63):
+      raise DataFormatError(path, line, f"timestamp {text!r} is not a whole number of seconds")
+    value = int(number)
+  if value < 0:
+    raise DataFormatError(path, line, f"timestamp {text!r} is negative: allowed Unix seconds "
+                          ">= 0 (a whole number)")
+  return value
 
 
 def parse_gender(text: str, path: Path, line: int) -> int:

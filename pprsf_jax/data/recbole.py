@@ -112,11 +112,14 @@ def _items(path: Path) -> list[Item]:
 
 
 def _prefix(folder: Path) -> str:
+  """The stem of the folder's only ``*.inter`` file."""
   candidates = sorted(path.stem for path in folder.glob("*.inter") if path.is_file())
   if len(candidates) != 1:
     found = ", ".join(f"{stem}.inter" for stem in candidates) or "none"
+    # Named as the config field: the command line sets it, e.g. data.prefix=ml-100k.
+    choose = f"; name one with data.prefix=, e.g. data.prefix={candidates[0]}" if candidates else ""
     raise DataFormatError(
-        folder, None, f"expected exactly one RecBole *.inter file, found {found}; pass prefix="
+        folder, None, f"expected exactly one RecBole *.inter file, found {found}{choose}"
     )
   return candidates[0]
 
@@ -131,7 +134,8 @@ def read_recbole(
 
   Args:
     directory: Folder holding the three files.
-    prefix: File name stem; by default that of the folder's only ``*.inter`` file.
+    prefix: File name stem (the config's ``data.prefix``); None or "": that of the folder's
+      only ``*.inter`` file.
     name: Dataset name to record; defaults to `prefix`.
 
   Returns:
@@ -141,7 +145,7 @@ def read_recbole(
     DataFormatError: A file is missing or malformed (the message names file and line).
   """
   folder = Path(directory)
-  if prefix is None:
+  if not prefix:
     prefix = _prefix(folder)
   files = Files(folder / f"{prefix}.inter", folder / f"{prefix}.user", folder / f"{prefix}.item")
   return assemble(

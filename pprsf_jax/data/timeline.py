@@ -8,6 +8,7 @@ federated training draws its cohorts from the registered devices only. Day d's
 view holds everything before day d as train history (public on the server, private on the
 clients) and day d's interactions as the period the users respond with, so a user who first
 appears on day d arrives as a new user and an item first interacted with on day d as a new item.
+Only the interactions `data.feedback` keeps are replayed (`pprsf_jax.data.dataset.select_feedback`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import dataclasses
 import numpy as np
 
 from pprsf_jax.config import DataConfig, OnlineConfig
-from pprsf_jax.data.dataset import (FederatedDataset, _per_user_quota, deal_folds,
-                                    encode_catalogue, encode_user_features)
+from pprsf_jax.data.dataset import (FederatedDataset, _per_user_quota, apply_feedback,
+                                    deal_folds, encode_catalogue, encode_user_features)
 from pprsf_jax.data.tables import MovieLensTables
 from pprsf_jax.types import Interactions, Period, PrivateData, PublicData
 
@@ -77,13 +78,14 @@ def _first_day(ids: np.ndarray, day: np.ndarray, size: int, num_days: int) -> np
 def build_timeline(tables: MovieLensTables, data: DataConfig, online: OnlineConfig,
                    seed: int, private: np.ndarray | None = None,
                    signup_day: np.ndarray | None = None) -> Timeline:
-  """Orders the interactions by time (ties by file order), logs the first `history_share` before
-  day 1 and deals the rest into `days` periods of equal interaction count.
+  """Orders the interactions `data.feedback` keeps by time (ties by file order), logs the first
+  `history_share` before day 1 and deals the rest into `days` periods of equal interaction count.
 
   The same tables, configs and seed always give the same timeline. `private` [R] and
   `signup_day` [N] replace nature's draws (the privacy-boundary test holds them fixed while it
   rewrites what private rows say).
   """
+  tables = apply_feedback(tables, data)
   count = tables.user_ids.size
   if count < online.days + 1:
     raise ValueError(f"online.days={online.days}: only {count} interactions to spread over the "

@@ -25,7 +25,7 @@ def load_tables(config: DataConfig, seed: int) -> MovieLensTables:
   """The raw tables a data config names: synthetic, a dataset name, or a directory."""
   if config.source == "synthetic":
     return generate_synthetic(config.synthetic, seed)
-  return load_movielens(config.source)
+  return load_movielens(config.source, prefix=config.prefix)
 
 
 class Recall(NamedTuple):

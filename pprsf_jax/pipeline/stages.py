@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from pprsf_jax import config as config_lib
+from pprsf_jax import preflight
 from pprsf_jax.config import RunConfig
 from pprsf_jax.data.dataset import AGE_BUCKET_EDGES, FederatedDataset, Partition, build_dataset
 from pprsf_jax.data.movielens import MovieLensTables
@@ -60,12 +61,14 @@ class Loaded(NamedTuple):
 
 def load(config: RunConfig, *, tables: MovieLensTables | None = None,
          partition: Partition | None = None, server_view=IGNORED) -> Loaded:
-  """The data a config names, split into periods and public / private parts. `partition`
-  replaces nature's draw of periods and private rows (`data.dataset.draw_partition`)."""
+  """The data a config names, split into periods and public / private parts, and the job
+  checked against it before anything trains (`pprsf_jax.preflight`: raises `PreflightError`).
+  `partition` replaces nature's draw of periods and private rows
+  (`data.dataset.draw_partition`)."""
   tables = load_tables(config.data, config.seed) if tables is None else tables
   data = build_dataset(tables, config.data, config.seed, partition)
   public = data.public
-  config_lib.check_against_data(config, public.num_users, public.num_items)
+  preflight.check_run(config, tables, data)
   server_view.record("recall.history", public.history)
   server_view.record("recall.folds", public.fold)
   server_view.record("recall.devices", public.devices)
