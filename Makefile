@@ -19,4 +19,4 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .hypothesis .jax_cache

@@ -11,10 +11,28 @@ or derived from them with `jax.tree.map`, so the tests do not depend on the exac
 from __future__ import annotations
 
 import gc
+import os
 import pathlib
 from typing import Any, Callable
 
-import jax
+# JAX's persistent compilation cache, for this process and every process a test starts (the CLI
+# runs, the Flower deployment, the sharding jobs inherit the environment). Compiling dominates
+# the suite on CPU, and the same programs are compiled again and again: after every module
+# (`_release_compiled_programs` below clears the in-memory caches), in each subprocess and in each
+# xdist worker. A cached executable is the program XLA compiled, so results are bit-identical.
+# Every program is cached (no minimum compile time or size). Entries are checksummed streams: one
+# read while another process writes it fails to decompress and JAX compiles the program instead.
+# A fresh clone starts empty; `make clean` removes the folder (git ignores it). Set
+# JAX_COMPILATION_CACHE_DIR yourself to use another folder.
+JAX_CACHE = {
+    "JAX_COMPILATION_CACHE_DIR": str(pathlib.Path(__file__).resolve().parents[1] / ".jax_cache"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+}
+for _name, _value in JAX_CACHE.items():
+  os.environ.setdefault(_name, _value)
+
+import jax  # noqa: E402  (after the environment above, which JAX reads when it is imported)
 import numpy as np
 import pytest
 
@@ -32,6 +50,12 @@ from pprsf_jax.types import Candidates, Interactions
 # Implicit rank promotion ([N] + [N, M] broadcasting) is a classic source of silent shape bugs;
 # the package is written without it, so any new instance fails the suite.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# In case something imported JAX before this file: the same settings, from the environment.
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+jax.config.update("jax_persistent_cache_min_entry_size_bytes",
+                  int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
 
 SYNTHETIC = SyntheticConfig(num_users=60, num_items=50, interactions_per_user=15)
 DATA_CONFIG = DataConfig(source="synthetic", synthetic=SYNTHETIC)
@@ -214,7 +238,7 @@ def deploy_simulated(deploy_config, deploy_setup, deploy_devices):
                                         deploy_config.recall)
   theta0 = coordinator.initial_theta(deploy_setup, deploy_devices[0][0].user_features.size)
   return examples, pipeline.train_federated(theta0, examples, deploy_setup.item_table,
-                                            deploy_config, deploy_setup.local, progress=False)
+                                            deploy_config, deploy_setup.local)
 
 
 @pytest.fixture(scope="module", autouse=True)

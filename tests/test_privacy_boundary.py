@@ -27,9 +27,10 @@ from pprsf_jax.types import Interactions, PrivateData, PublicData
 SERVER_PACKAGES = ("pprsf_jax.recall", "pprsf_jax.aggregation", "pprsf_jax.rerank")
 # Server-side modules of mixed packages: the DP-FedAvg reducer and the accountant it relies on.
 SERVER_MODULES = ("pprsf_jax.privacy.central_dp", "pprsf_jax.privacy.accounting")
-# What server-side modules may import from the project besides each other: the config and the
-# boundary types. Anything else (ranking, service, data) is client-side or holds private data.
-ALLOWED_PROJECT_IMPORTS = ("pprsf_jax.config", "pprsf_jax.types")
+# What server-side modules may import from the project besides each other: the config, the
+# boundary types and progress reporting (it counts loop steps; it imports nothing of the
+# project). Anything else (ranking, service, data) is client-side or holds private data.
+ALLOWED_PROJECT_IMPORTS = ("pprsf_jax.config", "pprsf_jax.types", "pprsf_jax.progress")
 
 
 # ------------------------------------------------------------------------------------ helpers

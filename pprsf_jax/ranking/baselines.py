@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pprsf_jax import progress
+from pprsf_jax.progress import steps
 from pprsf_jax.ranking.client import LocalTraining, local_train, unit_loss
 from pprsf_jax.ranking.features import ClientExamples, ItemTable, client_features
 from pprsf_jax.ranking.federated import client_key
@@ -34,7 +34,7 @@ def train_local_only(theta0, examples: ClientExamples, item_table: ItemTable, *,
   """Per-client models trained only on their own data: params stacked [N, ...]."""
   num_clients = examples.mask.shape[0]
   pieces = []
-  for start in progress.steps(range(0, num_clients, chunk), desc="local training: client chunks"):
+  for start in steps(range(0, num_clients, chunk), desc="local training: client chunks"):
     ids = np.arange(start, min(start + chunk, num_clients), dtype=np.int32)
     padded = np.pad(ids, (0, chunk - len(ids)), mode="edge") if num_clients > chunk else ids
     part = _local_only_chunk(
@@ -91,7 +91,7 @@ def train_central(theta0, examples: ClientExamples, item_table: ItemTable, *, ke
     raise ValueError(f"central training needs at least {batch} {unit}, got {features.shape[0]}")
   params = theta0
   opt_state = optax.sgd(local.learning_rate).init(params)
-  for epoch in progress.steps(range(epochs), desc="P_Sum: epochs"):
+  for epoch in steps(range(epochs), desc="P_Sum: epochs"):
     params, opt_state, _ = _central_epoch(
         params, opt_state, features, labels, mask, key=jax.random.fold_in(key, epoch),
         local=local)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pprsf_jax import progress
+from pprsf_jax.progress import steps
 from pprsf_jax.config import RecallConfig
 from pprsf_jax.recall.model import RecallParams
 from pprsf_jax.recall.sampling import positive_keys, shuffled_triples
@@ -66,7 +66,7 @@ def train_bpr(interactions: Interactions, num_users: int, num_items: int, config
   users = jnp.asarray(interactions.user, jnp.int32)
   items = jnp.asarray(interactions.item, jnp.int32)
   losses = []
-  for epoch in progress.steps(range(config.epochs), desc="recall: bpr epochs"):
+  for epoch in steps(range(config.epochs), desc="recall: bpr epochs"):
     params, opt_state, loss = _train_epoch(
         params, opt_state, users, items, keys,
         key=jax.random.fold_in(train_key, epoch), num_items=num_items,

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pprsf_jax import progress
+from pprsf_jax.progress import steps
 from pprsf_jax.config import RecallConfig
 from pprsf_jax.recall.model import RecallParams, average_for_cold_users
 from pprsf_jax.recall.sampling import positive_keys, shuffled_triples
@@ -135,7 +135,7 @@ def train_lightgcn(interactions: Interactions, num_users: int, num_items: int,
   users = jnp.asarray(interactions.user, jnp.int32)
   items = jnp.asarray(interactions.item, jnp.int32)
   losses = []
-  for epoch in progress.steps(range(config.lightgcn_epochs), desc="recall: lightgcn epochs"):
+  for epoch in steps(range(config.lightgcn_epochs), desc="recall: lightgcn epochs"):
     embeddings, opt_state, loss = _train_epoch(
         embeddings, opt_state, graph, users, items, keys,
         key=jax.random.fold_in(train_key, epoch), num_items=num_items,

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pprsf_jax import progress
+from pprsf_jax.progress import steps
 from pprsf_jax.recall.model import RecallParams
 from pprsf_jax.types import Candidates, Interactions
 
@@ -110,7 +110,7 @@ def retrieve(params: RecallParams, k: int, exclude: Interactions, *, users: np.n
   user_chunk = min(user_chunk, max(len(users), 1))
 
   all_scores, all_items = [], []
-  for start in progress.steps(range(0, len(users), user_chunk), desc="retrieval: user chunks"):
+  for start in steps(range(0, len(users), user_chunk), desc="retrieval: user chunks"):
     chunk_users = users[start:start + user_chunk]
     pad = user_chunk - len(chunk_users)  # a constant chunk shape: one compilation
     chunk_users = np.pad(chunk_users, (0, pad))

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pprsf_jax import progress
+from pprsf_jax.progress import steps
 from pprsf_jax.config import RecallConfig
 from pprsf_jax.recall.content import history_means
 from pprsf_jax.recall.model import RecallParams, average_for_cold_users
@@ -150,7 +150,7 @@ def train_two_tower(interactions: Interactions, catalogue: ItemCatalogue, num_us
   items = jnp.asarray(interactions.item, jnp.int32)
   batch_size = min(config.two_tower_batch_size, interactions.size)
   losses = []
-  for epoch in progress.steps(range(config.two_tower_epochs), desc="recall: two_tower epochs"):
+  for epoch in steps(range(config.two_tower_epochs), desc="recall: two_tower epochs"):
     params, opt_state, loss = _train_epoch(
         params, opt_state, users, items, keys, profiles, features, log_q,
         key=jax.random.fold_in(train_key, epoch), model=model, batch_size=batch_size,
