@@ -10,7 +10,6 @@ subprocess; the rest call `cli.main` in this process, with the work that would f
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import pathlib
@@ -28,6 +27,7 @@ from pprsf_jax.config import DataConfig
 from pprsf_jax.data.dataset import build_dataset
 from pprsf_jax.data.tables import DataFormatError
 from pprsf_jax.pipeline.server import load_tables
+from test_checkpoint import _full_disk_after
 from test_movielens import recbole_texts, write_files
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -134,28 +134,7 @@ def test_a_truncated_config_json_of_a_resumed_run_names_the_file(tmp_path):
 
 
 # A save whose file takes a few bytes, then fails as a full disk does.
-class _FullDisk:
-
-  def __init__(self, path, mode):
-    self._file = open(path, mode)  # pylint: disable=consider-using-with,unspecified-encoding
-    self._room = 16
-
-  def write(self, data):
-    taken = min(len(data), self._room)
-    self._file.write(data[:taken])
-    self._room -= taken
-    if taken < len(data):
-      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return taken
-
-  def __getattr__(self, name):
-    return getattr(self._file, name)
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *failure):
-    self._file.close()
+_FullDisk = _full_disk_after(16)
 
 
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_temporary_file(
