@@ -16,7 +16,6 @@ import logging
 import pathlib
 from typing import Any, Callable, NamedTuple
 
-import jax
 import numpy as np
 
 from pprsf_jax import config as config_lib
