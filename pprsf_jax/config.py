@@ -272,10 +272,19 @@ RANKING_LOSSES = ("bce", "softmax")
 class RankingConfig:
   """Client-side ranking model and its local training."""
 
-  hidden_sizes: tuple[int, ...] = (64, 32)  # MLP hidden layer widths
+  # The ranking model by registry name (pprsf_jax.ranking.models.RANKING_MODELS): feature_mlp, mf
+  # (FedMF), ncf (FedNCF), pfedrec (PFedRec-style) or dcn (DCN-v2).
+  model: str = "feature_mlp"
+  hidden_sizes: tuple[int, ...] = (64, 32)  # MLP hidden layer widths (feature_mlp, ncf, pfedrec, dcn)
+  embedding_dim: int = 32  # user / item embedding width (mf, ncf, pfedrec)
+  cross_layers: int = 2  # DCN-v2 cross layers (dcn)
+  embedding_init_std: float = 0.1  # embeddings start from N(0, std^2) (mf, ncf, pfedrec)
   local_epochs: int = 2  # passes over a client's examples per round
   batch_size: int = 20  # loss "bce": candidate rows per local SGD step
   learning_rate: float = 0.03  # local SGD step size
+  # Local SGD step size of the model's personal state (user embedding, personal score function);
+  # 0: ranking.learning_rate.
+  personal_learning_rate: float = 0.0
   top_t: int = 20  # T: how many ranked items a client sends back (T < K)
   # "bce": each candidate scored on its own; "softmax": listwise, a list's positives against its
   # other candidates (pprsf_jax.ranking.client).
@@ -297,6 +306,13 @@ class RankingConfig:
     _check_int(self.top_t, "ranking.top_t", 1)
     _check_choice(self.loss, "ranking.loss", RANKING_LOSSES)
     _check_int(self.lists_per_step, "ranking.lists_per_step", 1)
+    # Imported here: the ranking package imports the privacy planner, which imports this module.
+    from pprsf_jax.ranking.models import RANKING_MODELS  # pylint: disable=import-outside-toplevel
+    _check_choice(self.model, "ranking.model", tuple(RANKING_MODELS))
+    _check_int(self.embedding_dim, "ranking.embedding_dim", 1)
+    _check_int(self.cross_layers, "ranking.cross_layers", 0)
+    _check_real(self.embedding_init_std, "ranking.embedding_init_std", 0, low_open=True)
+    _check_real(self.personal_learning_rate, "ranking.personal_learning_rate", 0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

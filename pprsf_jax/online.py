@@ -41,7 +41,7 @@ from pprsf_jax.config import ConfigError, RunConfig
 from pprsf_jax.data.timeline import Timeline, build_timeline
 from pprsf_jax.metrics import beyond_accuracy, hit_matrix, per_user_metrics
 from pprsf_jax.privacy.server_view import IGNORED
-from pprsf_jax.ranking import init_params, make_item_table, num_features
+from pprsf_jax.ranking import init_personal_states, make_item_table
 from pprsf_jax.recall import item_counts
 from pprsf_jax.rerank import final_list, make_reranker
 from pprsf_jax.service import serve_period
@@ -94,10 +94,12 @@ def _date(seconds: int) -> str:
   return datetime.datetime.fromtimestamp(int(seconds), datetime.timezone.utc).date().isoformat()
 
 
-def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *,
-            server_view=IGNORED) -> tuple[Any, dict[str, Any]]:
-  """One day of the loop; returns the day's Θ and its record. What the server receives or
-  computes is recorded in `server_view` (`pprsf_jax.privacy.server_view`)."""
+def run_day(timeline: Timeline, day: int, model: tuple[Any, Any], config: RunConfig, *,
+            server_view=IGNORED) -> tuple[tuple[Any, Any], dict[str, Any]]:
+  """One day of the loop from `model` = (Θ, every user's personal state [N, ...], kept on the
+  devices); returns the day's model and its record. What the server receives or computes is
+  recorded in `server_view` (`pprsf_jax.privacy.server_view`)."""
+  theta, personal = model
   clock = time.perf_counter()
   timings: dict[str, float] = {}
 
@@ -130,9 +132,13 @@ def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *,
       federated=dataclasses.replace(config.federated, rounds=config.online.rounds_per_day),
       eval=dataclasses.replace(config.eval, every_rounds=0))
   # Cohorts draw positions in `present`: the declared uploads are recorded by those positions.
-  training = pipeline.train_federated(theta, examples, item_table, day_config, local,
-                                      server_view=server_view)
+  rows = lambda tree: jax.tree.map(lambda leaf: leaf[present], tree)
+  training = pipeline.train_federated(theta, rows(personal), examples, item_table, day_config,
+                                      local, server_view=server_view)
   theta = training.params
+  personal = jax.tree.map(np.array, personal)  # yesterday's states stay as they were
+  for table, trained in zip(jax.tree.leaves(personal), jax.tree.leaves(training.clients.personal)):
+    table[present] = trained
   lap("federated_training")
 
   # Serving: every user ranks the server's candidates on its device; the server re-ranks.
@@ -143,7 +149,7 @@ def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *,
                                           public=public, private=private, config=config.recall,
                                           candidates=candidates)
   top_t, top_k = config.ranking.top_t, config.eval.top_k
-  request = pipeline.rank_all(theta, serving, item_table, model=local.model, top_t=top_t,
+  request = pipeline.rank_all(theta, personal, serving, item_table, local=local, top_t=top_t,
                               per_client_params=False)
   server_view.record("request.items", request.items)
   context = pipeline.rerank_context(public, public.history)
@@ -197,7 +203,7 @@ def run_day(timeline: Timeline, day: int, theta: Any, config: RunConfig, *,
   logger.info("day %d (%s to %s): %d active users (%d new), %d new items, NDCG@%d %.4f, "
               "click rate %.4f", day, record["from"], record["to"], record["active_users"],
               record["new_users"], record["new_items"], top_k, ndcg, service.stats.click_rate)
-  return theta, record
+  return (theta, personal), record
 
 
 def _write_days(folder: pathlib.Path, records: list[dict[str, Any]]) -> None:
@@ -208,11 +214,14 @@ def _write_days(folder: pathlib.Path, records: list[dict[str, Any]]) -> None:
     temporary.replace(path)
 
 
-def _resume(folder: pathlib.Path, theta0: Any) -> tuple[Any, list[dict[str, Any]]]:
-  """Θ after the last completed day and the records up to it (nothing done: Θ0, [])."""
-  restored = checkpoint.restore_latest(folder / CHECKPOINTS, {"theta": theta0})
+def _resume(folder: pathlib.Path, model0: tuple[Any, Any]
+            ) -> tuple[tuple[Any, Any], list[dict[str, Any]]]:
+  """(Θ, personal states) after the last completed day and the records up to it (nothing done:
+  `model0`, [])."""
+  restored = checkpoint.restore_latest(folder / CHECKPOINTS,
+                                       {"theta": model0[0], "personal": model0[1]})
   if restored is None:
-    return theta0, []
+    return model0, []
   day, state = restored
   path = folder / DAYS_FILE
   records = report.read_run_file(path, list, "a list of days") if path.exists() else []
@@ -223,7 +232,8 @@ def _resume(folder: pathlib.Path, theta0: Any) -> tuple[Any, list[dict[str, Any]
         f"{path}: holds days {[record['day'] for record in records]} but the checkpoint is "
         f"after day {day}; the run folder is inconsistent, start a new one")
   logger.info("resumed after day %d from %s", day, folder)
-  return jax.tree.map(np.asarray, state["theta"]), records
+  return (jax.tree.map(np.asarray, state["theta"]),
+          jax.tree.map(np.array, state["personal"])), records
 
 
 def summarize(records: list[dict[str, Any]], top_k: int) -> dict[str, Any]:
@@ -267,18 +277,20 @@ def _run_online(config: RunConfig, tables, run_dir: pathlib.Path | None,
               tables.num_users, tables.num_items, tables.num_ratings,
               int(np.sum(timeline.day == 0)), config.online.days)
   item_table = make_item_table(first.public.catalogue)
-  local = pipeline.local_training(config)
-  theta = init_params(local.model, num_features(first.private.user_features.shape[1], item_table),
-                      key=pipeline.stream_key(config.seed, "theta0"))
+  task = pipeline.local_training(config).task
+  dims = pipeline.model_dims(first.private.user_features.shape[1], item_table)
+  model = (task.init_shared(pipeline.stream_key(config.seed, "theta0"), dims),
+           init_personal_states(task, dims, pipeline.stream_key(config.seed, "personal"),
+                                tables.num_users))
   records: list[dict[str, Any]] = []
   if run_dir is not None:
-    theta, records = _resume(run_dir, theta)
+    model, records = _resume(run_dir, model)
   for day in range(len(records) + 1, config.online.days + 1):
-    theta, record = run_day(timeline, day, theta, config, server_view=server_view)
+    model, record = run_day(timeline, day, model, config, server_view=server_view)
     records.append(record)
     if run_dir is not None:
       _write_days(run_dir, records)
-      checkpoint.save(run_dir / CHECKPOINTS, day, {"theta": theta})
+      checkpoint.save(run_dir / CHECKPOINTS, day, {"theta": model[0], "personal": model[1]})
   return {
       "config": config_lib.to_dict(config),
       "dataset": {"name": tables.name, "users": tables.num_users, "items": tables.num_items,

@@ -31,7 +31,7 @@ import numpy as np
 from pprsf_jax import pipeline
 from pprsf_jax.config import FederatedConfig, RankingConfig, RunConfig
 from pprsf_jax.data.synthetic_scale import generate_at_scale
-from pprsf_jax.ranking import init_params, make_item_table, num_features
+from pprsf_jax.ranking import init_personal_states, make_item_table
 from pprsf_jax.ranking.streaming import StreamedCohorts
 from pprsf_jax.recall import item_counts, retrieve
 from pprsf_jax.recall.content import train_content
@@ -94,18 +94,20 @@ def main() -> None:
   config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, every_rounds=0))
   item_table = make_item_table(federation.catalogue)
   local = pipeline.local_training(config)
-  theta0 = init_params(local.model, num_features(federation.user_features.shape[1], item_table),
-                       key=pipeline.stream_key(args.seed, "theta0"))
-  training = pipeline.train_federated(theta0, source, item_table, config, local)
+  dims = pipeline.model_dims(federation.user_features.shape[1], item_table)
+  theta0 = local.task.init_shared(pipeline.stream_key(args.seed, "theta0"), dims)
+  personal0 = init_personal_states(local.task, dims, pipeline.stream_key(args.seed, "personal"), n)
+  training = pipeline.train_federated(theta0, personal0, source, item_table, config, local)
   lap("ranking_round_all_clients")
 
   result = {
       "benchmark": "one full PPRSF round over every client",
       "users": n, "items": m, "interactions": int(federation.items.size),
       "candidates_per_user": args.candidates, "cohort_size": args.cohort, "rounds": rounds,
-      "local_training": {"epochs": local.epochs, "batch_size": local.batch_size,
+      "local_training": {"model": config.ranking.model, "epochs": local.epochs,
+                         "batch_size": config.ranking.batch_size,
                          "learning_rate": local.learning_rate,
-                         "hidden_sizes": list(local.model.hidden_sizes)},
+                         "hidden_sizes": list(config.ranking.hidden_sizes)},
       "seconds": stages,
       "seconds_total": round(sum(stages.values()), 2),
       "seconds_per_ranking_round": round(stages["ranking_round_all_clients"] / rounds, 3),

@@ -2,9 +2,11 @@
 
   python scripts/bench_round.py [--cohorts 100 1000] [--lists 4] [--candidates 100] [--rounds 5]
                                 [--aggregator fedavg] [--local-algorithm sgd] [--compression none]
+                                [--model feature_mlp]
 
 Client data are random (features do not matter for speed); shapes follow the ML-100K job:
-S candidate lists of K slots per client, the default ranking MLP and local training. Reports
+S candidate lists of K slots per client, the ranking model `--model` (any of
+`pprsf_jax.ranking.RANKING_MODELS`, default settings) and the default local training. Reports
 compile time, steady-state seconds per round, client updates per second and upload bytes per
 client (as encoded, and uncompressed) for each cohort size.
 """
@@ -22,9 +24,10 @@ import numpy as np
 
 from pprsf_jax.aggregation import (COMPRESSORS, LOCAL_ALGORITHMS, REDUCERS, dense_bits,
                                    init_client_states, init_server_state, make_algorithm)
-from pprsf_jax.config import FederatedConfig, RankingConfig
-from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP,
-                               gather_client_states, init_params, make_round, num_features)
+from pprsf_jax import pipeline
+from pprsf_jax.config import FederatedConfig, RankingConfig, RunConfig
+from pprsf_jax.ranking import (RANKING_MODELS, ClientExamples, DeviceState, ItemTable,
+                               gather_client_states, init_personal_states, make_round)
 
 NUM_ITEMS, NUM_GENRES, NUM_USER_FEATURES = 2000, 19, 42
 
@@ -53,6 +56,7 @@ def main() -> None:
   parser.add_argument("--aggregator", default="fedavg", choices=sorted(REDUCERS))
   parser.add_argument("--local-algorithm", default="sgd", choices=sorted(LOCAL_ALGORITHMS))
   parser.add_argument("--compression", default="none", choices=sorted(COMPRESSORS))
+  parser.add_argument("--model", default="feature_mlp", choices=sorted(RANKING_MODELS))
   args = parser.parse_args()
 
   rng = np.random.default_rng(0)
@@ -60,12 +64,10 @@ def main() -> None:
   table = ItemTable(features=jnp.asarray(np.concatenate([genres, rng.normal(size=(NUM_ITEMS, 2))],
                                                         axis=1).astype(np.float32)),
                     genres=jnp.asarray(genres))
-  ranking = RankingConfig()
-  model = RankingMLP(hidden_sizes=ranking.hidden_sizes)
-  local = LocalTraining(model=model, epochs=ranking.local_epochs, batch_size=ranking.batch_size,
-                        learning_rate=ranking.learning_rate, loss=ranking.loss,
-                        lists_per_step=ranking.lists_per_step)
-  theta0 = init_params(model, num_features(NUM_USER_FEATURES, table), key=jax.random.key(0))
+  ranking = RankingConfig(model=args.model)
+  local = pipeline.local_training(RunConfig(ranking=ranking))
+  dims = pipeline.model_dims(NUM_USER_FEATURES, table)
+  theta0 = local.task.init_shared(jax.random.key(0), dims)
   federated = FederatedConfig(aggregator=args.aggregator, local_algorithm=args.local_algorithm,
                               compression=args.compression)
   results = []
@@ -77,7 +79,9 @@ def main() -> None:
     client_mask = jnp.ones(clients, jnp.float32)
     server = init_server_state(algorithm, theta0)
     states = jax.device_put(gather_client_states(
-        init_client_states(algorithm, theta0, clients), np.arange(clients)))
+        DeviceState(init_client_states(algorithm, theta0, clients),
+                    init_personal_states(local.task, dims, jax.random.key(2), clients)),
+        np.arange(clients)))
     start = time.perf_counter()
     server, states, metrics = round_fn(server, states, cohort, ids, client_mask, table,
                                        jax.random.key(1), 0)
@@ -97,6 +101,7 @@ def main() -> None:
   print(json.dumps({
       "benchmark": "federated_ranking_round", "device": str(jax.devices()[0]),
       "backend": jax.default_backend(), "machine": platform.machine(),
+      "model": args.model,
       "lists": args.lists, "candidates": args.candidates, "aggregator": args.aggregator,
       "local_algorithm": args.local_algorithm, "compression": args.compression,
       "local_epochs": ranking.local_epochs, "batch_size": ranking.batch_size,

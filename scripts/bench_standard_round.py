@@ -1,4 +1,4 @@
-"""Time the cross-framework "standard round" (vmapped engine against a per-client loop); print JSON.
+"""Time the cross-framework "standard round" through the package's own round; print JSON.
 
   python scripts/bench_standard_round.py [--cohorts 100 1000 10000] [--repeats 5] [--chunk 10]
                                          [--loop-max-clients 10000] [--backprop autodiff]
@@ -14,7 +14,13 @@ a fixed batch order: step k uses examples 20k..20k+19, no shuffle) and returns i
 server takes their example-weighted mean.
 
 For each cohort size C, measured in the same process:
-  vmapped   the engine round: one jax.jit of a lax.scan over chunks of --chunk clients, each chunk
+  package   the package's round (`pprsf_jax.ranking.make_round`, the one every run trains with),
+            on a task built with the package's interface: the `feature_mlp` ranking model (64-32
+            hidden) on `ranking.row_task.labelled_rows_task` (BCE over each client's rows, 20 per
+            step, layout order), FedAvg with example weights and server learning rate 1. Its
+            round also checks every upload (finite, declared counts) and draws the simulated
+            faults; it vmaps the whole cohort at once.
+  vmapped   the hand-written reference kernel: one jax.jit of a lax.scan over chunks of --chunk clients, each chunk
             a vmap over its clients of a lax.scan over the 5 SGD steps, whose example-weighted
             parameter sums are carried from chunk to chunk (so the [C, params] stack of client
             models is never built); Theta is donated.
@@ -34,9 +40,9 @@ probe of the per-client matmul shape), peak host memory after each cohort size, 
 Achieved GFLOP/s count 6 x params x examples per round. Wall figures are medians of --repeats
 calls, each ended with block_until_ready; CPU-seconds of the whole process are reported beside
 them because on a shared machine the wall figures alone mislead. The vmapped round feeds its
-Theta back, so the per-round mean losses show learning. The script asserts that the vmapped round
-and the loop give the same Theta at the smallest cohort, and that the hand-written gradients match
-jax.grad.
+Theta back, so the per-round mean losses show learning. The script asserts that the package's
+round, the vmapped round and the loop give the same Theta at the smallest cohort, and that the
+hand-written gradients match jax.grad.
 
 --cpu-devices N (off by default; the JAX setting jax_num_cpu_devices, XLA_FLAGS are left alone)
 splits the host into N logical devices and also times the engine with the cohort sharded over
@@ -60,6 +66,12 @@ import jaxlib
 import numpy as np
 import optax
 import psutil
+
+from pprsf_jax.aggregation import init_server_state, make_algorithm
+from pprsf_jax.config import FederatedConfig
+from pprsf_jax.ranking import (LocalTraining, ModelSpec, build_model, init_device_states,
+                               make_round)
+from pprsf_jax.ranking.row_task import labelled_rows, labelled_rows_task
 
 FEATURES = 64
 HIDDEN = (64, 32)
@@ -261,6 +273,72 @@ def make_sharded_round(sgd_step: SgdStep, *, chunk: int, mesh: jax.sharding.Mesh
 
 
 # ---------------------------------------------------------------------------------------------
+# The package's round.
+
+
+def to_package(theta: Params) -> dict:
+  """The reference's Theta in the layout of the package's `feature_mlp` (Flax Dense layers)."""
+  return {f"Dense_{layer - 1}": {"kernel": theta[f"w{layer}"], "bias": theta[f"b{layer}"]}
+          for layer in range(1, len(LAYERS))}
+
+
+def from_package(params: dict) -> Params:
+  return {name: params[f"Dense_{int(name[1:]) - 1}"]["kernel" if name[0] == "w" else "bias"]
+          for name in ("w1", "b1", "w2", "b2", "w3", "b3")}
+
+
+class PackageRound(NamedTuple):
+  """The package's jitted round and everything it is called with, for one cohort size."""
+  round_fn: Callable  # make_round(local, algorithm)
+  algorithm: object
+  clients: object  # the cohort's DeviceState rows (no state: the algorithm keeps none)
+  rows: object  # LabelledRows [C, ...]
+  ids: jax.Array  # [C] int32
+  mask: jax.Array  # [C] float32
+
+  def __call__(self, server, round_index):
+    server, _, metrics = self.round_fn(server, self.clients, self.rows, self.ids, self.mask, (),
+                                       jax.random.key(0), round_index)
+    return server, metrics.loss
+
+
+def make_package_round(cohort: Cohort) -> PackageRound:
+  """The standard round as a package user builds it: a model, a task, local training, FedAvg."""
+  clients = len(cohort.num_examples)
+  model = build_model("feature_mlp", ModelSpec(hidden_sizes=HIDDEN))
+  local = LocalTraining(task=labelled_rows_task(model, BATCH), epochs=1,
+                        learning_rate=LEARNING_RATE, shuffle=False)
+  algorithm = make_algorithm(FederatedConfig(server_learning_rate=1.0), clients)
+  rows = labelled_rows(cohort.features, cohort.labels)  # every client real: no padding
+  states = init_device_states(algorithm, to_package(init_params(jax.random.key(0))), (), clients)
+  return PackageRound(make_round(local, algorithm), algorithm, jax.device_put(states),
+                      jax.device_put(rows), jnp.arange(clients, dtype=jnp.int32),
+                      jnp.ones(clients, jnp.float32))
+
+
+def measure_package(theta: Params, cohort: Cohort, clients: int,
+                    repeats: int) -> tuple[dict, Params]:
+  """First call (compiles) and steady state of the package's round; returns the first Theta."""
+  package = make_package_round(cohort)
+  server = init_server_state(package.algorithm, to_package(theta))
+  first = time.perf_counter()
+  state = {"server": jax.block_until_ready(package(server, 0))[0]}
+  first_s = time.perf_counter() - first
+  first_theta = from_package(state["server"].params)
+  rounds = iter(range(1, repeats + 1))
+
+  def one_round():  # feeds Theta back, as a training run would
+    state["server"], loss = package(state["server"], next(rounds))
+    return loss
+  walls, cpus, losses = timed(one_round, repeats)
+  figures = {"compile_and_first_call_s": round(first_s, 3),
+             **rates(clients, float(np.median(walls)), float(np.median(cpus))),
+             "seconds_all": [round(w, 5) for w in walls],
+             "mean_loss_by_round": [round(float(l), 5) for l in losses]}
+  return figures, first_theta
+
+
+# ---------------------------------------------------------------------------------------------
 # The FedJAX-style loop baseline.
 
 
@@ -456,14 +534,19 @@ def check_gradients(theta: Params, cohort: Cohort) -> float:
 
 
 def check_rounds(engine: Callable, theta: Params, data: Cohort, theta_vmapped: Params,
-                 theta_loop: Params, loop_clients: int, chunk: int) -> dict:
-  """Asserts that the vmapped round and the loop agree on the clients the loop ran."""
+                 theta_loop: Params, theta_package: Params, loop_clients: int,
+                 chunk: int) -> dict:
+  """Asserts that the package's round, the vmapped round and the loop agree (the loop on the
+  clients it ran)."""
+  package_difference = max_difference(theta_package, theta_vmapped)
+  assert package_difference < 1e-5, f"package and vmapped rounds differ by {package_difference}"
   if loop_clients < len(data.num_examples):  # the loop ran a subset: rerun the engine on it
     subset = Cohort(*(a[:loop_clients] for a in data))
     theta_vmapped, _ = jax.jit(engine)(theta, jax.device_put(pad_cohort(subset, chunk)))
   difference = max_difference(theta_vmapped, theta_loop)
   assert difference < 1e-5, f"vmapped and loop rounds differ by {difference}"
   return {"clients": loop_clients, "max_abs_difference_vmapped_vs_loop": difference,
+          "max_abs_difference_package_vs_vmapped": package_difference,
           "tolerance": 1e-5, "gradient_check_max_abs_difference": check_gradients(theta, data)}
 
 
@@ -487,6 +570,13 @@ def explain(rows: list, roofline: dict, profile: dict | None, load: tuple) -> li
       f"{roofline['gflops']:.1f} GFLOP/s matmul roofline (target >= 40%: "
       f"{'met' if fraction >= 0.4 else 'not met'}); {row['speedup']:.1f}x the loop (target >= 3x: "
       f"{'met' if row['speedup'] >= 3 else 'not met'}).")
+  package = row["package"]
+  notes.append(
+      f"C={row['clients']}: the package's own round (make_round on the feature_mlp row task) "
+      f"{package['seconds_per_round']:.4f} s per round, {package['gflops']:.1f} GFLOP/s = "
+      f"{row['package_fraction_of_roofline']:.0%} of the roofline; "
+      f"{row['package_seconds_over_reference']:.2f}x the hand-written reference's time, "
+      f"{row['package_speedup_over_loop']:.1f}x faster than the loop.")
   notes.append(
       f"Cores: the round kept {engine['cores_used']:.2f} cores busy (CPU-s / wall-s), the roofline "
       f"matmul {roofline['cores_used']:.2f} of {os.cpu_count()}. The round's matmuls are far too "
@@ -588,15 +678,21 @@ def main() -> None:
     data = make_cohort(clients, seed=args.seed + clients)
     cohort = jax.device_put(pad_cohort(data, args.chunk))
     row = {"clients": clients, "examples": EXAMPLES * clients}
+    row["package"], theta_package = measure_package(theta0, data, clients, args.repeats)
     row["vmapped"], theta_vmapped = measure_engine(engine, theta0, cohort, clients, args.repeats)
     row["loop"], theta_loop = measure_loop(loop, theta0, data, clients, args.loop_max_clients,
                                            args.repeats)
     row["speedup"] = round(row["loop"]["seconds_per_round"] / row["vmapped"]["seconds_per_round"],
                            2)
+    row["package_speedup_over_loop"] = round(
+        row["loop"]["seconds_per_round"] / row["package"]["seconds_per_round"], 2)
+    row["package_seconds_over_reference"] = round(
+        row["package"]["seconds_per_round"] / row["vmapped"]["seconds_per_round"], 2)
     row["fraction_of_roofline"] = round(row["vmapped"]["gflops"] / roofline["gflops"], 3)
+    row["package_fraction_of_roofline"] = round(row["package"]["gflops"] / roofline["gflops"], 3)
     row["fraction_of_best_roofline"] = round(row["vmapped"]["gflops"] / roofline["best_gflops"], 3)
     if index == 0:
-      check = check_rounds(engine, theta0, data, theta_vmapped, theta_loop,
+      check = check_rounds(engine, theta0, data, theta_vmapped, theta_loop, theta_package,
                            row["loop"]["clients_timed"], args.chunk)
     if mesh is not None:
       sharded_cohort = jax.device_put(

@@ -42,8 +42,8 @@ from pprsf_jax.config import DataConfig, RecallConfig, SyntheticConfig
 from pprsf_jax.data.dataset import FederatedDataset, build_dataset
 from pprsf_jax.data.synthetic import generate_synthetic
 from pprsf_jax.deploy import coordinator, local_data
-from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, RankingMLP, init_params,
-                               make_item_table, num_features)
+from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, ModelDims, ModelSpec,
+                               build_model, candidate_training, make_item_table)
 from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.types import Candidates, Interactions
 
@@ -139,16 +139,27 @@ def item_table(dataset) -> ItemTable:
   return make_item_table(dataset.public.catalogue)
 
 
+def mlp_training(hidden_sizes=(16,), **training) -> LocalTraining:
+  """Local training of a small feature MLP on the candidate task (keywords: loss,
+  units_per_step, epochs, learning_rate)."""
+  training = {"units_per_step": 8, "epochs": 2, "learning_rate": 0.1} | training
+  return candidate_training(build_model("feature_mlp", ModelSpec(hidden_sizes=hidden_sizes)),
+                            **training)
+
+
 @pytest.fixture(scope="session")
 def local() -> LocalTraining:
-  return LocalTraining(model=RankingMLP(hidden_sizes=(16,)), epochs=2, batch_size=8,
-                       learning_rate=0.1)
+  return mlp_training()
 
 
 @pytest.fixture(scope="session")
-def theta0(dataset, item_table, local):
-  size = num_features(dataset.private.user_features.shape[1], item_table)
-  return init_params(local.model, size, key=jax.random.key(3))
+def dims(dataset, item_table) -> ModelDims:
+  return pipeline.model_dims(dataset.private.user_features.shape[1], item_table)
+
+
+@pytest.fixture(scope="session")
+def theta0(dims, local):
+  return local.task.init_shared(jax.random.key(3), dims)
 
 
 def _pad_axis(examples: ClientExamples, extra: int, prefix: tuple[int, ...]) -> ClientExamples:
@@ -237,8 +248,26 @@ def deploy_simulated(deploy_config, deploy_setup, deploy_devices):
   examples = pipeline.training_examples(deploy_setup.recall, data.public, data.private,
                                         deploy_config.recall)
   theta0 = coordinator.initial_theta(deploy_setup, deploy_devices[0][0].user_features.size)
-  return examples, pipeline.train_federated(theta0, examples, deploy_setup.item_table,
+  return examples, pipeline.train_federated(theta0, (), examples, deploy_setup.item_table,
                                             deploy_config, deploy_setup.local)
+
+
+# ------------------------------------------------------------------------------ the run's order
+# The slowest files first (measured on a fresh clone, 2 cores): with one file per xdist worker
+# (`--dist loadfile` in setup.cfg), a long file started last would leave the other worker idle.
+SLOW_FILES = (
+    "test_padding_invariance.py", "test_dp_rounds.py", "test_flower_deployment.py",
+    "test_checkpoint.py", "test_sharding.py", "test_privacy_boundary_end_to_end.py",
+    "test_dp.py", "test_determinism.py", "test_faults.py", "test_decoys.py", "test_layers.py",
+    "test_recall_models.py", "test_aggregation.py", "test_protocols.py",
+    "test_pipeline_stages.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """Runs the files of SLOW_FILES first, in that order; every file keeps its own order."""
+  rank = {name: index for index, name in enumerate(SLOW_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -248,6 +277,7 @@ def _release_compiled_programs():
   Every XLA:CPU executable holds memory mappings of its own, and the kernel caps a process at
   vm.max_map_count of them (65,530 by default). The suite compiles thousands of programs in one
   process: without this it passes that cap near its end and XLA segfaults while compiling.
+  A program a later module needs again is read back from the persistent cache (above).
   """
   yield
   jax.clear_caches()

@@ -25,8 +25,7 @@ def train_thetas(aggregators=AGGREGATORS) -> dict:
   from pprsf_jax import pipeline  # pylint: disable=import-outside-toplevel
   from pprsf_jax.cli import load_config  # pylint: disable=import-outside-toplevel
   from pprsf_jax.data.dataset import build_dataset  # pylint: disable=import-outside-toplevel
-  from pprsf_jax.ranking import (init_params, make_item_table,  # pylint: disable=import-outside-toplevel
-                                 num_features)
+  from pprsf_jax.ranking import make_item_table  # pylint: disable=import-outside-toplevel
 
   config = load_config(str(ROOT / "configs" / "synthetic_online.py"))
   data = build_dataset(pipeline.load_tables(config.data, config.seed), config.data, config.seed)
@@ -34,8 +33,9 @@ def train_thetas(aggregators=AGGREGATORS) -> dict:
   examples = pipeline.training_examples(recall, data.public, data.private, config.recall)
   item_table = make_item_table(data.public.catalogue)
   local = pipeline.local_training(config)
-  theta0 = init_params(local.model, num_features(data.private.user_features.shape[1], item_table),
-                       key=pipeline.stream_key(config.seed, "theta0"))
+  theta0 = local.task.init_shared(
+      pipeline.stream_key(config.seed, "theta0"),
+      pipeline.model_dims(data.private.user_features.shape[1], item_table))
   results = {}
   for aggregator in aggregators:
     # 19 clients a round: not a multiple of 2, 4 or 8 devices, so cohort padding is exercised.
@@ -45,8 +45,8 @@ def train_thetas(aggregators=AGGREGATORS) -> dict:
         eval=dataclasses.replace(config.eval, every_rounds=2))
     evaluations = []
     training = pipeline.train_federated(
-        theta0, examples, item_table, run_config, local,
-        evaluate=lambda params: evaluations.append(1) or 0.5)
+        theta0, (), examples, item_table, run_config, local,
+        evaluate=lambda params, personal: evaluations.append(1) or 0.5)
     leaves = {jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in jax.tree_util.tree_leaves_with_path(training.params)}
     results[aggregator] = (leaves, np.asarray(training.losses), len(evaluations))

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pprsf_jax.aggregation import init_client_states, init_server_state, make_algorithm
+from pprsf_jax.aggregation import init_server_state, make_algorithm
+from pprsf_jax.ranking import init_device_states
 from pprsf_jax.config import FederatedConfig
 from pprsf_jax.ranking import cohort_slice, gather_client_states, make_round
 from pprsf_jax.ranking.attacks import Attack, choose_attackers, poison_examples, poison_upload
@@ -92,7 +93,7 @@ def test_the_round_poisons_exactly_the_flagged_clients(local, theta0, examples, 
   config = FederatedConfig(server_learning_rate=1.0)
   algorithm = make_algorithm(config, examples.mask.shape[0])
   cohort, client_ids, client_mask = cohort_slice(examples, ids, len(ids))
-  clients = gather_client_states(init_client_states(algorithm, theta0, examples.mask.shape[0]),
+  clients = gather_client_states(init_device_states(algorithm, theta0, (), examples.mask.shape[0]),
                                  client_ids)
   server = init_server_state(algorithm, theta0)
   round_fn = make_round(local, algorithm, attack=Attack("sign_flip"))

@@ -45,3 +45,18 @@ def test_engine_and_loop_give_the_example_weighted_mean(bench, backprop):
   for got in (chunked, whole, looped):
     assert bench.max_difference(got, want) < 1e-5
   np.testing.assert_allclose(loss, weights @ np.array([l for _, l in epochs]), rtol=1e-5)
+
+
+def test_the_package_round_is_the_reference_round(bench):
+  """The benchmark's headline times the package's own `make_round` on a task built with the
+  package's interface; it computes the reference kernel's Theta."""
+  theta = bench.init_params(jax.random.key(0))
+  data = bench.make_cohort(6, seed=4)
+  package = bench.make_package_round(data)
+  server = bench.init_server_state(package.algorithm, bench.to_package(theta))
+  server, loss = package(server, 0)
+  sgd_step = bench.make_sgd_step(bench.BACKPROPS["autodiff"])
+  want, want_loss = jax.jit(bench.make_vmapped_round(sgd_step, chunk=None))(
+      theta, jax.device_put(data))
+  assert bench.max_difference(bench.from_package(server.params), want) < 1e-5
+  np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-5)

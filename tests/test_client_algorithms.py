@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 
 from pprsf_jax.aggregation import (COMPRESSORS, LOCAL_ALGORITHMS, EmptyState, fedprox,
-                                   init_client_states, init_server_state, make_algorithm,
+                                   init_server_state, make_algorithm,
                                    scaffold, stochastic_quantization, top_k_sparsification)
+from pprsf_jax.ranking import init_device_states
 from pprsf_jax.config import FederatedConfig
 from pprsf_jax.ranking import (cohort_slice, gather_client_states, local_train, make_round,
                                scatter_client_states)
@@ -109,7 +110,7 @@ def test_fedprox_keeps_local_training_closer_to_theta(examples, item_table, thet
     if mu is not None:
       prox = fedprox(mu)
       correct = lambda g, p: prox.correct(g, p, theta0, EmptyState(), EmptyState())
-    params, _ = local_train(theta0, one, item_table, key=key, local=local, correct=correct)
+    params, _, _ = local_train(theta0, (), one, item_table, key=key, local=local, correct=correct)
     return float(np.linalg.norm(_flat(params) - _flat(theta0)))
 
   plain = distance(None)
@@ -155,7 +156,7 @@ def test_scaffold_server_control_stays_the_mean_of_client_controls(examples, ite
   algorithm = make_algorithm(FederatedConfig(local_algorithm="scaffold"), num_clients)
   round_fn = make_round(local, algorithm)
   server = init_server_state(algorithm, theta0)
-  clients = init_client_states(algorithm, theta0, num_clients)
+  clients = init_device_states(algorithm, theta0, (), num_clients)
   rng = np.random.default_rng(6)
   for round_index in range(3):
     ids = np.sort(rng.choice(num_clients, 8, replace=False)).astype(np.int32)
@@ -169,7 +170,7 @@ def test_scaffold_server_control_stays_the_mean_of_client_controls(examples, ite
                                      round_index)
     scatter_client_states(clients, ids, rows)
     assert int(metrics.rejected) == (1 if round_index == 1 else 0)
-  client_mean = jax.tree.map(lambda leaf: leaf.mean(0), clients.local.control)
+  client_mean = jax.tree.map(lambda leaf: leaf.mean(0), clients.algorithm.local.control)
   assert np.abs(_flat(server.broadcast.control)).max() > 1e-4  # the invariant is not vacuous
   np.testing.assert_allclose(_flat(server.broadcast.control), _flat(client_mean), rtol=1e-4,
                              atol=1e-6)

@@ -29,10 +29,15 @@ def device_uploads(setup, config, devices, server, round_index, cohort):
     own, catalogue = devices[user]
     examples = device.device_examples(own, coordinator.training_lists(setup, user),
                                       catalogue.genres)
-    reply = device.train_on_device(
-        server.params, examples, make_item_table(catalogue),
+    item_table = make_item_table(catalogue)
+    state = device.initial_state(
+        server.params, local=setup.local, algorithm=algorithm,
+        dims=pipeline.model_dims(own.user_features.shape[0], item_table),
+        seed_key=pipeline.stream_key(config.seed, "personal"), client_id=user)
+    reply, _ = device.train_on_device(
+        server.params, examples, item_table,
         seed_key=pipeline.stream_key(config.seed, "clients"), round_index=round_index,
-        client_id=user, local=setup.local, algorithm=algorithm)
+        client_id=user, local=setup.local, algorithm=algorithm, state=state)
     received.append(coordinator.Received(user, reply.delta, reply.num_bytes, None))
   return received
 
@@ -76,8 +81,9 @@ def test_on_device_ranking_matches_the_simulators(deploy_config, deploy_setup, d
       deploy_setup.recall.serving, data.private.history, Interactions.empty(),
       public=data.public, private=data.private, config=deploy_config.recall)
   top_t = deploy_config.ranking.top_t
-  want = pipeline.rank_all(reference.params, examples, deploy_setup.item_table,
-                           model=deploy_setup.local.model, top_t=top_t, per_client_params=False)
+  want = pipeline.rank_all(reference.params, reference.clients.personal, examples,
+                           deploy_setup.item_table, local=deploy_setup.local, top_t=top_t,
+                           per_client_params=False)
   candidates = coordinator.serving_candidates(deploy_setup)
   for user, (own, catalogue) in enumerate(deploy_devices):
     got = device.rank(coordinator.serving_list(deploy_setup, candidates, user), own,

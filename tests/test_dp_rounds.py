@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pprsf_jax import pipeline
-from pprsf_jax.aggregation import init_client_states, init_server_state
+from pprsf_jax.aggregation import init_server_state
+from pprsf_jax.ranking import init_device_states
 from pprsf_jax.cli import load_config
 from pprsf_jax.config import FederatedConfig, PrivacyConfig, apply_overrides
 from pprsf_jax.privacy import plan_privacy, private_algorithm
@@ -37,7 +38,7 @@ def _one_round(algorithm, local, theta0, examples, item_table, ids, *, poison=Fa
   cohort, client_ids, client_mask = cohort_slice(examples, ids, len(ids))
   if poison:
     cohort = cohort._replace(user_features=np.full_like(cohort.user_features, np.nan))
-  clients = gather_client_states(init_client_states(algorithm, theta0, num_clients), client_ids)
+  clients = gather_client_states(init_device_states(algorithm, theta0, (), num_clients), client_ids)
   return make_round(local, algorithm)(init_server_state(algorithm, theta0), clients, cohort,
                                       client_ids, client_mask, item_table, SEED_KEY, 0)
 
@@ -80,7 +81,7 @@ def test_local_dp_upload_is_clipped_and_noised_on_the_client(local, theta0, exam
 
   def upload_for(privacy):
     algorithm = _algorithm(privacy, FederatedConfig(clients_per_round=8), num_clients)
-    state = jax.tree.map(lambda leaf: leaf[0], init_client_states(algorithm, theta0, 1))
+    state = jax.tree.map(lambda leaf: leaf[0], init_device_states(algorithm, theta0, (), 1))
     upload, _, _ = client_update(theta0, one, item_table, key=jax.random.key(5), local=local,
                                  algorithm=algorithm, broadcast=(), state=state)
     return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(upload.delta)))

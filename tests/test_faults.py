@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pprsf_jax.aggregation import (check_upload, init_client_states, init_server_state,
+from pprsf_jax.aggregation import (check_upload, init_server_state,
                                    make_algorithm, stack_uploads)
+from pprsf_jax.ranking import init_device_states
 from pprsf_jax.config import FederatedConfig
 from pprsf_jax.ranking import (client_key, cohort_slice, gather_client_states, local_train,
                                make_round)
@@ -41,7 +42,7 @@ def _round(local, theta0, examples, item_table, ids, *, config=FederatedConfig()
     features = np.array(cohort.user_features, copy=True)
     features[list(poison)] = np.nan
     cohort = cohort._replace(user_features=features)
-  clients = gather_client_states(init_client_states(algorithm, theta0, examples.mask.shape[0]),
+  clients = gather_client_states(init_device_states(algorithm, theta0, (), examples.mask.shape[0]),
                                  client_ids)
   return round_fn(server, clients, cohort, client_ids, client_mask, item_table, SEED_KEY,
                   round_index)
@@ -138,11 +139,11 @@ def test_a_dropped_client_keeps_its_state(local, theta0, examples, item_table, i
 def test_a_straggler_completes_its_share_of_steps(local, theta0, examples, item_table, ids):
   one = jax.tree.map(lambda a: jnp.asarray(a)[int(ids[0])], examples)
   key = jax.random.key(1)
-  _, full = local_train(theta0, one, item_table, key=key, local=local)
+  _, _, full = local_train(theta0, (), one, item_table, key=key, local=local)
   planned = int(full.steps)
   assert planned >= 4
   for work, want in ((0.5, planned // 2), (1e-6, 1), (1.0, planned)):
-    _, metrics = local_train(theta0, one, item_table, key=key, local=local, work=work)
+    _, _, metrics = local_train(theta0, (), one, item_table, key=key, local=local, work=work)
     assert int(metrics.steps) == want
 
 

@@ -191,14 +191,14 @@ def test_local_dp_plan_reaches_the_devices(tmp_path, deploy_config, deploy_setup
   config = apply_overrides(deploy_config, overrides.split())
   examples, _ = deploy_simulated
   theta0 = coordinator.initial_theta(deploy_setup, examples.user_features.shape[1])
-  reference = pipeline.train_federated(theta0, examples, deploy_setup.item_table, config,
+  reference = pipeline.train_federated(theta0, (), examples, deploy_setup.item_table, config,
                                        deploy_setup.local)
   want = _as_flat(reference.params)
   for name in want:
     np.testing.assert_allclose(theta[name], want[name], atol=1e-5, err_msg=name)
   # The noise is real: two rounds of plain FedAvg end elsewhere.
   plain = _as_flat(pipeline.train_federated(
-      theta0, examples, deploy_setup.item_table,
+      theta0, (), examples, deploy_setup.item_table,
       apply_overrides(deploy_config, ["federated.rounds=2"]), deploy_setup.local).params)
   assert max(float(np.max(np.abs(theta[name] - plain[name]))) for name in plain) > 1e-3
   assert [r["accepted"] for r in results["rounds"]] == [3, 3]

@@ -19,9 +19,11 @@ from pprsf_jax.config import (ConfigError, DataConfig, FederatedConfig, RecallCo
                               apply_overrides)
 from pprsf_jax.data.dataset import build_dataset
 from pprsf_jax.metrics import evaluate_lists, hit_matrix, per_user_metrics
-from pprsf_jax.ranking import (LocalTraining, client_features, local_train, num_features,
+from conftest import mlp_training
+from pprsf_jax.ranking import (client_features, local_train, num_features,
                                rank_candidates)
-from pprsf_jax.ranking.client import masked_bce
+from pprsf_jax.ranking.candidate_task import bce_per_row
+from pprsf_jax.ranking.client import weighted_mean as mean_loss
 from pprsf_jax.recall import (RecallParams, item_counts, retrieve, score, train_bpr,
                               train_popularity)
 from pprsf_jax.rerank import RerankContext, cold_start, final_list, make_reranker, mmr
@@ -192,19 +194,20 @@ def test_client_features_carry_the_private_attributes(examples, feature_rows):
 
 
 def test_local_train_lowers_own_training_loss(examples, item_table, feature_rows, theta0, local):
-  local = LocalTraining(model=local.model, epochs=5, batch_size=8, learning_rate=0.1)
+  local = mlp_training(epochs=5, units_per_step=8, learning_rate=0.1)
   mask, labels = _flat(examples.mask), _flat(examples.labels)
   chosen = np.flatnonzero(((mask * labels).sum(1) >= 1) & (mask.sum(1) >= 8))[:5]
   assert len(chosen) == 5
   for client in chosen:
     # Device arrays: run eagerly, `local_train` cannot index host NumPy with traced rows.
     one = jax.tree.map(lambda a, c=client: jnp.asarray(np.asarray(a)[c]), examples)
-    params, metrics = local_train(theta0, one, item_table, key=jax.random.key(int(client)),
+    params, _, metrics = local_train(theta0, (), one, item_table, key=jax.random.key(int(client)),
                                   local=local)
-    assert int(metrics.steps) == local.epochs * math.ceil(mask[client].sum() / local.batch_size)
+    assert int(metrics.steps) == local.epochs * math.ceil(mask[client].sum() / 8)
 
     def loss(p, c=client):
-      return float(masked_bce(local.model, p, feature_rows[c], labels[c], mask[c]))
+      logits = local.task.score(p, (), jax.tree.map(lambda a: a[c], examples), item_table)
+      return float(mean_loss(bce_per_row(logits, labels[c]), mask[c]))
 
     assert loss(params) < loss(theta0) - 1e-3, client
 
@@ -218,7 +221,7 @@ def test_rank_candidates_returns_only_unmasked_items(serving_examples, item_tabl
     real = np.flatnonzero(mask[row, 0])
     mask[row, 0, real[2:]] = 0
   trimmed = serving_examples._replace(mask=mask)
-  rank = jax.vmap(lambda ex: rank_candidates(theta0, ex, item_table, model=local.model,
+  rank = jax.vmap(lambda ex: rank_candidates(theta0, (), ex, item_table, task=local.task,
                                              top_t=top_t))
   items, scores = map(np.asarray, rank(trimmed))
   assert items.shape == scores.shape == (mask.shape[0], top_t)

@@ -74,12 +74,12 @@ class _FirstRoundDone(Exception):
 
 
 def _seconds_to_first_round(config, theta0, examples, item_table, local) -> float:
-  def stop(params):
+  def stop(params, personal):
     raise _FirstRoundDone
 
   start = time.perf_counter()
   with pytest.raises(_FirstRoundDone):
-    pipeline.train_federated(theta0, examples, item_table, config, local, evaluate=stop)
+    pipeline.train_federated(theta0, (), examples, item_table, config, local, evaluate=stop)
   return time.perf_counter() - start
 
 

@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pprsf_jax.aggregation import (FederatedAlgorithm, init_client_states, init_server_state,
+from pprsf_jax.aggregation import (FederatedAlgorithm, init_server_state,
                                    make_algorithm)
+from pprsf_jax.ranking import init_device_states
 from pprsf_jax.config import FederatedConfig
 from pprsf_jax.ranking import (client_key, client_update, cohort_slice, gather_client_states,
                                make_round)
@@ -51,7 +52,7 @@ class RoundSetup:
     self.round_fn = make_round(local, self.algorithm)
     server = init_server_state(self.algorithm, theta0)
     self.server = server._replace(broadcast=_random_like(server.broadcast, 1, 0.01))
-    self.clients = _random_like(init_client_states(self.algorithm, theta0, num_clients), 2, 0.01)
+    self.clients = _random_like(init_device_states(self.algorithm, theta0, (), num_clients), 2, 0.01)
 
 
 @pytest.fixture(scope="module", params=sorted(ALGORITHMS))
@@ -173,7 +174,7 @@ def test_client_update_ignores_trailing_padding(single_list_examples, examples, 
   key = client_key(SEED_KEY, 0, int(real_ids[0]))
   algorithm = make_algorithm(FederatedConfig(), examples.mask.shape[0])
   server = init_server_state(algorithm, theta0)
-  state = jax.tree.map(lambda leaf: leaf[0], init_client_states(algorithm, theta0, 1))
+  state = jax.tree.map(lambda leaf: leaf[0], init_device_states(algorithm, theta0, (), 1))
   update = jax.jit(lambda ex: client_update(theta0, ex, item_table, key=key, local=local,
                                             algorithm=algorithm, broadcast=server.broadcast,
                                             state=state))

@@ -193,10 +193,15 @@ def deployed_view(tables, partition) -> tuple[ServerView, list]:
     own, catalogue = devices[user]
     examples = device.device_examples(own, coordinator.training_lists(setup, user),
                                       catalogue.genres)
-    reply = device.train_on_device(server.params, examples, make_item_table(catalogue),
-                                   seed_key=pipeline.stream_key(config.seed, "clients"),
-                                   round_index=0, client_id=user, local=setup.local,
-                                   algorithm=algorithm)
+    item_table = make_item_table(catalogue)
+    state = device.initial_state(
+        server.params, local=setup.local, algorithm=algorithm,
+        dims=pipeline.model_dims(own.user_features.shape[0], item_table),
+        seed_key=pipeline.stream_key(config.seed, "personal"), client_id=user)
+    reply, _ = device.train_on_device(server.params, examples, item_table,
+                                      seed_key=pipeline.stream_key(config.seed, "clients"),
+                                      round_index=0, client_id=user, local=setup.local,
+                                      algorithm=algorithm, state=state)
     replies.append(reply)
     received.append(coordinator.Received(user, reply.delta, reply.num_bytes, None))
   outcome = coordinator.aggregate(setup, server, received, 0, server_view=view)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from pprsf_jax.aggregation import init_client_states, init_server_state, make_algorithm
+from pprsf_jax.aggregation import init_server_state, make_algorithm
+from pprsf_jax.ranking import init_device_states
 from pprsf_jax.config import FederatedConfig
 from pprsf_jax.privacy.secure_aggregation import check_range
 from pprsf_jax.privacy.secure_round import config_for_cohort, what_the_server_sees
@@ -36,7 +37,7 @@ def test_secure_round_equals_the_plain_round(local, theta0, examples, item_table
   algorithm = make_algorithm(fed, num_clients)
   ids = np.arange(0, 24, 2, dtype=np.int32)
   cohort, client_ids, client_mask = cohort_slice(examples, ids, 16)  # 4 padding slots
-  clients = gather_client_states(init_client_states(algorithm, theta0, num_clients), client_ids)
+  clients = gather_client_states(init_device_states(algorithm, theta0, (), num_clients), client_ids)
   secure = config_for_cohort(16.0, 16)
   faults = FaultModel(dropout_rate=dropout)
   outputs = [make_round(local, algorithm, faults=faults, secure=setting)(

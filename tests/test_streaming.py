@@ -11,7 +11,7 @@ import pytest
 from pprsf_jax import pipeline
 from pprsf_jax.config import ConfigError, FederatedConfig, RankingConfig, RunConfig, apply_overrides
 from pprsf_jax.data.synthetic_scale import generate_at_scale
-from pprsf_jax.ranking import init_params, make_item_table, num_features
+from pprsf_jax.ranking import make_item_table
 from pprsf_jax.ranking.examples import build_examples
 from pprsf_jax.ranking.sampling import cohort_schedule, participations
 from pprsf_jax.ranking.streaming import StackedCohorts, StreamedCohorts, prefetched
@@ -142,10 +142,11 @@ def test_training_on_streamed_cohorts_equals_training_on_stacked_ones(streamed, 
   config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, every_rounds=0))
   item_table = make_item_table(federation.catalogue)
   local = pipeline.local_training(config)
-  theta0 = init_params(local.model, num_features(federation.user_features.shape[1], item_table),
-                       key=pipeline.stream_key(0, "theta0"))
-  from_stream = pipeline.train_federated(theta0, source, item_table, config, local)
-  from_stack = pipeline.train_federated(theta0, every_client, item_table, config, local)
+  theta0 = local.task.init_shared(
+      pipeline.stream_key(0, "theta0"),
+      pipeline.model_dims(federation.user_features.shape[1], item_table))
+  from_stream = pipeline.train_federated(theta0, (), source, item_table, config, local)
+  from_stack = pipeline.train_federated(theta0, (), every_client, item_table, config, local)
   assert_trees_identical(from_stream.params, from_stack.params)
   assert from_stream.losses == from_stack.losses
   assert from_stream.losses[-1] < from_stream.losses[0]

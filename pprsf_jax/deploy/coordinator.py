@@ -19,7 +19,7 @@ from pprsf_jax.aggregation import FederatedAlgorithm, ServerState, stack_uploads
 from pprsf_jax.config import ConfigError, RunConfig, check_against_data
 from pprsf_jax.privacy import PrivacyPlan, plan_privacy, private_algorithm
 from pprsf_jax.privacy.server_view import IGNORED
-from pprsf_jax.ranking import ItemTable, LocalTraining, init_params, make_item_table, num_features
+from pprsf_jax.ranking import ItemTable, LocalTraining, make_item_table
 from pprsf_jax.ranking.client import public_upload_counts
 from pprsf_jax.ranking.federated import SERVER_STREAM, client_key, server_round
 from pprsf_jax.ranking.sampling import CohortSchedule, cohort_schedule
@@ -100,8 +100,8 @@ def prepare(config: RunConfig, public: PublicData, server_view=IGNORED) -> Setup
 
 def initial_theta(setup: Setup, num_user_features: int):
   """Theta_0, as the simulator draws it (the devices report the width of their features)."""
-  return init_params(setup.local.model, num_features(num_user_features, setup.item_table),
-                     key=pipeline.stream_key(setup.config.seed, "theta0"))
+  return setup.local.task.init_shared(pipeline.stream_key(setup.config.seed, "theta0"),
+                                     pipeline.model_dims(num_user_features, setup.item_table))
 
 
 def candidate_list(source: pipeline.Recall, candidates: Candidates, user: int,

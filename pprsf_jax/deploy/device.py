@@ -22,6 +22,7 @@ import numpy as np
 from pprsf_jax.aggregation import FederatedAlgorithm
 from pprsf_jax.aggregation.algorithm import ClientState
 from pprsf_jax.ranking.client import LocalTraining, client_update, rank_candidates
+from pprsf_jax.ranking.task import DeviceState, personal_key
 from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.ranking.federated import client_key
 from pprsf_jax.ranking.features import ClientExamples, ItemTable
@@ -97,41 +98,51 @@ def _update(params, examples, item_table, key, broadcast, state, *, local, algor
                        broadcast=broadcast, state=state)
 
 
+def initial_state(params, *, local: LocalTraining, algorithm: FederatedAlgorithm, dims,
+                  seed_key: jax.Array, client_id: int) -> DeviceState:
+  """What a device holds before its first round: the simulator's initial row for this client
+  (the personal state drawn from `personal_key(seed_key, client_id)`)."""
+  return DeviceState(ClientState(local=algorithm.local.init_client(params),
+                                 compressor=algorithm.compressor.init(params)),
+                     local.task.init_personal(personal_key(seed_key, client_id), dims))
+
+
 def train_on_device(params, examples: ClientExamples, item_table: ItemTable, *,
                     seed_key: jax.Array, round_index: int, client_id: int, local: LocalTraining,
-                    algorithm: FederatedAlgorithm, broadcast=(),
-                    state: ClientState | None = None) -> TrainReply:
-  """One round's local update from Theta = `params`: what the device sends back.
+                    algorithm: FederatedAlgorithm, state: DeviceState,
+                    broadcast=()) -> tuple[TrainReply, DeviceState]:
+  """One round's local update from Theta = `params`: what the device sends back, and the state
+  it keeps (its personal state trained; the device's own to store, never sent).
 
   The key is the simulator's (`client_key(seed_key, round, client_id)`), so a deployed client
   draws the same mini-batches and noise as its simulated twin. The upload's weight and step count
   are not sent: the server computes them from the lists it sent (`coordinator.declared_counts`).
+  A device that diverged sends nothing and keeps its old state.
   """
-  if state is None:
-    state = ClientState(local=algorithm.local.init_client(params),
-                        compressor=algorithm.compressor.init(params))
-  upload, _, metrics = _update(params, examples, item_table,
-                               client_key(seed_key, round_index, client_id), broadcast, state,
-                               local=local, algorithm=algorithm)
+  upload, next_state, metrics = _update(params, examples, item_table,
+                                        client_key(seed_key, round_index, client_id), broadcast,
+                                        state, local=local, algorithm=algorithm)
   if jax.tree.leaves(upload.extra):
     raise ValueError("this client algorithm uploads extra state; deployments support stateless "
                      "ones only")
-  return TrainReply(delta=None if bool(metrics.diverged) else upload.delta,
-                    num_bytes=float(upload.num_bytes))
+  if bool(metrics.diverged):
+    return TrainReply(delta=None, num_bytes=float(upload.num_bytes)), state
+  return TrainReply(delta=upload.delta, num_bytes=float(upload.num_bytes)), next_state
 
 
-@functools.partial(jax.jit, static_argnames=("model", "top_t"))
-def _rank(params, examples, item_table, *, model, top_t):
-  return rank_candidates(params, examples, item_table, model=model, top_t=top_t)
+@functools.partial(jax.jit, static_argnames=("task", "top_t"))
+def _rank(params, personal, examples, item_table, *, task, top_t):
+  return rank_candidates(params, personal, examples, item_table, task=task, top_t=top_t)
 
 
 def rank(candidates: CandidateList, device: DeviceData, params, *, item_table: ItemTable,
-         genres: np.ndarray, local: LocalTraining, top_t: int) -> TopTRequest:
-  """On-device inference: rank the server's serving candidates with Theta and the device's own
-  private data; returns the Top-T request (items [T] int32, -1 when fewer; scores [T])."""
+         genres: np.ndarray, local: LocalTraining, top_t: int, personal=()) -> TopTRequest:
+  """On-device inference: rank the server's serving candidates with Theta, the device's personal
+  state and its own private data; returns the Top-T request (items [T] int32, -1 when fewer;
+  scores [T])."""
   if candidates.fold != SERVING:
     raise ValueError(f"rank() takes a serving candidate list; this one is for fold "
                      f"{candidates.fold}")
   examples = device_examples(device, [candidates], genres)
-  items, scores = _rank(params, examples, item_table, model=local.model, top_t=top_t)
+  items, scores = _rank(params, personal, examples, item_table, task=local.task, top_t=top_t)
   return TopTRequest(items=np.asarray(items), scores=np.asarray(scores))

@@ -30,7 +30,8 @@ from pprsf_jax.deploy import local_data
 from pprsf_jax.deploy.flower_config import run_config
 from pprsf_jax.deploy.wire import candidates_from_record, tree_from_record, tree_to_record
 from pprsf_jax.privacy import gaussian_privatizer
-from pprsf_jax.ranking import init_params, make_item_table, num_features
+from pprsf_jax.ranking.task import personal_key
+from pprsf_jax.ranking import make_item_table
 
 app = ClientApp()
 
@@ -46,9 +47,27 @@ def _device(context: Context, config: RunConfig):
 
 def _theta_template(config: RunConfig, num_user_features: int, item_table):
   """Theta's structure, shapes and dtypes (no values: nothing is drawn)."""
-  local = pipeline.local_training(config)
-  return jax.eval_shape(lambda: init_params(
-      local.model, num_features(num_user_features, item_table), key=jax.random.key(0)))
+  task = pipeline.local_training(config).task
+  dims = pipeline.model_dims(num_user_features, item_table)
+  return jax.eval_shape(lambda: task.init_shared(jax.random.key(0), dims))
+
+
+# Where a device keeps its personal state between messages: Flower's per-node context state,
+# which stays on the SuperNode and is never part of a reply.
+PERSONAL_RECORD = "pprsf.personal"
+
+
+def _personal_state(context: Context, config: RunConfig, device, item_table):
+  """The device's personal state: stored from its last round, else its initial one (the
+  simulator's row for this client)."""
+  task = pipeline.local_training(config).task
+  dims = pipeline.model_dims(device.user_features.shape[0], item_table)
+  initial = task.init_personal(
+      personal_key(pipeline.stream_key(config.seed, "personal"), device.client_id), dims)
+  if PERSONAL_RECORD not in context.state:
+    return initial
+  return tree_from_record(context.state[PERSONAL_RECORD], jax.eval_shape(lambda: initial),
+                          what="the device's personal state")
 
 
 @app.query("identify")
@@ -83,10 +102,18 @@ def train(message: Message, context: Context) -> Message:
     algorithm = algorithm._replace(privatizer=gaussian_privatizer(
         clip_norm=float(plan["clip-norm"]), noise_multiplier=float(plan["noise-multiplier"])))
   examples = device_lib.device_examples(device, lists, genres)
-  reply = device_lib.train_on_device(
+  local = pipeline.local_training(config)
+  state = device_lib.initial_state(
+      theta, local=local, algorithm=algorithm,
+      dims=pipeline.model_dims(device.user_features.shape[0], item_table),
+      seed_key=pipeline.stream_key(config.seed, "personal"), client_id=device.client_id)
+  state = state._replace(personal=_personal_state(context, config, device, item_table))
+  reply, state = device_lib.train_on_device(
       theta, examples, item_table, seed_key=pipeline.stream_key(config.seed, "clients"),
-      round_index=int(plan["round"]), client_id=device.client_id,
-      local=pipeline.local_training(config), algorithm=algorithm)
+      round_index=int(plan["round"]), client_id=device.client_id, local=local,
+      algorithm=algorithm, state=state)
+  if jax.tree.leaves(state.personal):  # kept on the device for its next round and its ranking
+    context.state[PERSONAL_RECORD] = tree_to_record(state.personal)
   content = RecordDict({"metrics": MetricRecord({
       "num-bytes": reply.num_bytes, "diverged": int(reply.delta is None)})})
   if reply.delta is not None:  # as in the simulator, a diverged device sends no update
@@ -98,7 +125,8 @@ def train(message: Message, context: Context) -> Message:
 def rank(message: Message, context: Context) -> Message:
   config, device, item_table, genres, theta, lists = _received(message, context)
   request = device_lib.rank(lists[0], device, theta, item_table=item_table, genres=genres,
-                            local=pipeline.local_training(config), top_t=config.ranking.top_t)
+                            local=pipeline.local_training(config), top_t=config.ranking.top_t,
+                            personal=_personal_state(context, config, device, item_table))
   return Message(RecordDict({"request": ArrayRecord(array_dict={
       "items": Array(np.asarray(request.items, np.int32)),
       "scores": Array(np.asarray(request.scores, np.float32))})}), reply_to=message)

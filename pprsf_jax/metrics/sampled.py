@@ -44,3 +44,17 @@ def sample_candidates(held_out: Interactions, everything: Interactions, num_user
       np.argsort(priority, axis=1)[:, :count])
   lists[held_out.user, 1:] = negatives[held_out.user]
   return lists
+
+
+def held_out_metrics(scores, k: int) -> dict[str, float]:
+  """HR@k and NDCG@k from scores [U, 1 + N]: column 0 the held-out item, the rest its negatives.
+
+  The held-out item's rank is 1 + the negatives scored at least as high: a tie counts against
+  it (as PFedRec's evaluation ranks it, negatives first), so a model that scores everything
+  alike earns nothing.
+  """
+  scores = np.asarray(scores)
+  rank = 1 + np.sum(scores[:, 1:] >= scores[:, :1], axis=1)
+  hit = rank <= k
+  return {f"hr@{k}": float(hit.mean()),
+          f"ndcg@{k}": float(np.mean(np.where(hit, 1.0 / np.log2(1.0 + rank), 0.0)))}

@@ -21,8 +21,8 @@ from pprsf_jax.config import RunConfig
 from pprsf_jax.data.dataset import Partition
 from pprsf_jax.data.movielens import MovieLensTables
 from pprsf_jax.pipeline import stages as _stages
-from pprsf_jax.pipeline.clients import (examples_from_recall, local_training, rank_all,
-                                        training_examples)
+from pprsf_jax.pipeline.clients import (examples_from_recall, local_training, model_dims,
+                                        rank_all, training_examples)
 from pprsf_jax.pipeline.federated import FederatedTraining, train_federated
 from pprsf_jax.pipeline.keys import stream_key
 from pprsf_jax.pipeline.server import (Recall, RecallModels, candidates_for, fit_recall,
@@ -35,7 +35,7 @@ __all__ = [
     "STAGES", "Stages", "DEFAULT_STAGES", "RunOutcome", "execute", "run",
     "Baselines", "Evaluation", "FederatedTraining", "Loaded", "Recall", "RecallModels", "Served",
     "Serving", "TrainingSet", "candidates_for", "examples_from_recall", "fit_recall",
-    "load_tables", "local_training", "rank_all", "rerank_context", "stream_key",
+    "load_tables", "local_training", "model_dims", "rank_all", "rerank_context", "stream_key",
     "train_federated", "train_recall", "training_examples",
 ]
 

@@ -12,7 +12,8 @@ from pprsf_jax.config import RecallConfig, RunConfig
 from pprsf_jax.pipeline.server import Recall, RecallModels, candidates_for
 from pprsf_jax.privacy.decoys import drop_decoys, pad_request
 from pprsf_jax.privacy.server_view import IGNORED
-from pprsf_jax.ranking import ClientExamples, ItemTable, LocalTraining, RankingMLP, rank_candidates
+from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, ModelDims, ModelSpec,
+                               build_model, candidate_task, num_features, rank_candidates)
 from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.types import Candidates, Interactions, PrivateData, PublicData, TopTRequest
 
@@ -48,20 +49,34 @@ def training_examples(recall: RecallModels, public: PublicData, private: Private
 
 
 def local_training(config: RunConfig) -> LocalTraining:
-  """The ranking model and the clients' local optimisation a config describes."""
+  """The ranking task (the model `ranking.model` names, on the server's candidate lists under
+  `ranking.loss`) and the clients' local optimisation a config describes."""
   ranking = config.ranking
-  return LocalTraining(model=RankingMLP(hidden_sizes=ranking.hidden_sizes),
-                       epochs=ranking.local_epochs, batch_size=ranking.batch_size,
-                       learning_rate=ranking.learning_rate, loss=ranking.loss,
-                       lists_per_step=ranking.lists_per_step)
+  model = build_model(ranking.model, ModelSpec(
+      hidden_sizes=ranking.hidden_sizes, embedding_dim=ranking.embedding_dim,
+      cross_layers=ranking.cross_layers, embedding_init_std=ranking.embedding_init_std))
+  per_step = ranking.batch_size if ranking.loss == "bce" else ranking.lists_per_step
+  return LocalTraining(task=candidate_task(model, ranking.loss, per_step),
+                       epochs=ranking.local_epochs, learning_rate=ranking.learning_rate,
+                       personal_learning_rate=ranking.personal_learning_rate or None)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "top_t", "per_client_params"))
-def rank_all(params, examples: ClientExamples, item_table: ItemTable, *, model: RankingMLP,
-             top_t: int, per_client_params: bool) -> TopTRequest:
-  """Every client ranks its own candidates on its device (vmapped in simulation)."""
-  rank = lambda p, ex: rank_candidates(p, ex, item_table, model=model, top_t=top_t)
-  items, scores = jax.vmap(rank, in_axes=(0 if per_client_params else None, 0))(params, examples)
+def model_dims(num_user_features: int, item_table: ItemTable) -> ModelDims:
+  """The sizes the ranking model is built for: the feature-row width (which grows with the
+  width of the clients' private attributes) and the catalogue."""
+  return ModelDims(num_features=num_features(num_user_features, item_table),
+                   num_items=int(item_table.features.shape[0]))
+
+
+@functools.partial(jax.jit, static_argnames=("local", "top_t", "per_client_params"))
+def rank_all(params, personal, examples: ClientExamples, item_table: ItemTable, *,
+             local: LocalTraining, top_t: int, per_client_params: bool) -> TopTRequest:
+  """Every client ranks its own candidates on its device (vmapped in simulation), with the
+  shared parameters (one Θ, or one per client) and its own personal state ([N, ...])."""
+  rank = lambda p, mine, ex: rank_candidates(p, mine, ex, item_table, task=local.task,
+                                             top_t=top_t)
+  items, scores = jax.vmap(rank, in_axes=(0 if per_client_params else None, 0, 0))(
+      params, personal, examples)
   return TopTRequest(items=items, scores=scores)
 
 

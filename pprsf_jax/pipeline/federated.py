@@ -12,15 +12,15 @@ import jax
 import numpy as np
 
 from pprsf_jax import checkpoint, progress
-from pprsf_jax.aggregation import client_state_bytes, init_client_states, init_server_state
+from pprsf_jax.aggregation import client_state_bytes, init_server_state
 from pprsf_jax.config import RunConfig
 from pprsf_jax.pipeline.keys import stream_key
 from pprsf_jax.privacy import plan_privacy, privacy_report, private_algorithm
 from pprsf_jax.privacy.central_dp import current_clip_norm
 from pprsf_jax.privacy.secure_round import config_for_cohort
 from pprsf_jax.privacy.server_view import IGNORED
-from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, gather_client_states,
-                               make_round, scatter_client_states)
+from pprsf_jax.ranking import (ClientExamples, DeviceState, LocalTraining, gather_client_states,
+                               init_device_states, make_round, scatter_client_states)
 from pprsf_jax.ranking import sharding
 from pprsf_jax.ranking.attacks import Attack, choose_attackers
 from pprsf_jax.ranking.faults import FaultModel
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 _PER_ROUND = {"loss": np.float64, "rejected": np.int64, "dropped": np.int64,
               "stragglers": np.int64, "upload_bytes": np.float64, "secure_clipped": np.int64,
               "clip_norm": np.float64,  # the bound central DP used that round (else 0)
-              "curve": np.float64}  # evaluate(Theta) after the rounds it ran (else NaN)
+              "curve": np.float64}  # evaluate(Theta, personal) after the rounds it ran (else NaN)
 
 
 class FederatedTraining(NamedTuple):
@@ -51,7 +51,7 @@ class FederatedTraining(NamedTuple):
   client_state_bytes: int  # bytes of per-client state all clients together keep (host, simulated)
   privacy: dict  # the DP plan and what it spent (pprsf_jax.privacy.privacy_report)
   algorithm: Any  # the FederatedAlgorithm trained with (DP stage in place)
-  clients: Any  # every client's final state (host, stacked [N, ...])
+  clients: DeviceState  # every client's final state, personal included (host, stacked [N, ...])
   broadcast: Any  # what the server last sent with Theta
   secure: Any  # the secure-aggregation encoding (SecureAggregationConfig), or None
   secure_clipped: int  # entries clipped to the secure-aggregation range, over all rounds
@@ -76,11 +76,13 @@ def parameter_bytes(params) -> int:
   return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(params)))
 
 
-def _initial_state(algorithm, theta0, num_clients: int, rounds_done: int = 0) -> dict[str, Any]:
+def _initial_state(algorithm, theta0, personal0, num_clients: int,
+                   rounds_done: int = 0) -> dict[str, Any]:
   """Everything a resumed run needs after `rounds_done` rounds: the template a checkpoint must
-  fit (its per-round record holds one entry a round done)."""
+  fit (its per-round record holds one entry a round done). The clients' rows are written in
+  place round by round: `personal0` is copied, never changed."""
   return {"server": init_server_state(algorithm, theta0),
-          "clients": init_client_states(algorithm, theta0, num_clients),
+          "clients": init_device_states(algorithm, theta0, personal0, num_clients),
           "per_round": {name: np.zeros(rounds_done, dtype) for name, dtype in _PER_ROUND.items()}}
 
 
@@ -93,13 +95,17 @@ def _round_record(metrics, clip_norm: float) -> dict[str, float]:
           "curve": float("nan")}
 
 
-def train_federated(theta0, examples: ClientExamples | CohortSource, item_table: ItemTable,
+def train_federated(theta0, personal0, examples: ClientExamples | CohortSource, public,
                     config: RunConfig, local: LocalTraining, *,
                     attackers: np.ndarray | None = None,
                     checkpoints: pathlib.Path | None = None,
-                    evaluate: Callable[[Any], float] | None = None,
+                    evaluate: Callable[[Any, Any], float] | None = None,
                     server_view=IGNORED) -> FederatedTraining:
   """Rounds of: sample a cohort, gather its padded batch on the host, run the jitted round.
+
+  Training starts from Θ0 = `theta0` and every client's initial personal state `personal0`
+  (stacked [N, ...] on the host, `ranking.init_personal_states`); `public` is what every client
+  is shipped alike (the item table).
 
   `examples` are every client's precomputed examples [N, ...], or a `CohortSource` that builds
   each cohort's when it is drawn (`pprsf_jax.ranking.streaming`); either way the next cohort is
@@ -107,9 +113,10 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
 
   With `checkpoints`, the whole training state is saved there every `config.checkpoint_every`
   rounds (and after the last), and training resumes from the newest good checkpoint found:
-  a resumed run ends bit for bit where an uninterrupted one would. `evaluate(Theta)` is
-  recorded after every `config.eval.every_rounds`-th round and the last (`curve`). What each
-  round's uploads declare beside their updates is recorded in `server_view`.
+  a resumed run ends bit for bit where an uninterrupted one would. `evaluate(Theta, personal)`
+  (with the clients' personal states [N, ...]) is recorded after every
+  `config.eval.every_rounds`-th round and the last (`curve`). What each round's uploads declare
+  beside their updates is recorded in `server_view`.
 
   With several devices (or processes under `jax.distributed`), each cohort's clients are
   sharded over all of them (`pprsf_jax.ranking.sharding`); Θ then matches a single device's
@@ -142,11 +149,12 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
                         secure=secure)
   attackers = np.zeros(num_clients, bool) if attackers is None else attackers
   seed_key = stream_key(config.seed, "clients")
-  item_table = sharding.replicate(jax.device_put(item_table), mesh)
-  state = _initial_state(algorithm, theta0, num_clients)
+  public = sharding.replicate(jax.device_put(public), mesh)
+  state = _initial_state(algorithm, theta0, personal0, num_clients)
   if checkpoints is not None:
     restored = checkpoint.restore_latest(
-        checkpoints, lambda done: _initial_state(algorithm, theta0, num_clients, done + 1))
+        checkpoints,
+        lambda done: _initial_state(algorithm, theta0, personal0, num_clients, done + 1))
     if restored is not None:
       done, state = restored
       logger.info("resumed after round %d of %d from %s", done + 1, fed.rounds, checkpoints)
@@ -162,7 +170,7 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
     per_client = sharding.shard_clients(
         (gather_client_states(clients, client_ids), cohort, client_ids, client_mask,
          attackers[client_ids] & (client_mask > 0)), mesh)
-    server, rows, metrics = round_fn(server, *per_client[:4], item_table, seed_key, round_index,
+    server, rows, metrics = round_fn(server, *per_client[:4], public, seed_key, round_index,
                                      per_client[4])
     scatter_client_states(clients, ids, sharding.to_host(rows))
     metrics = sharding.to_host(metrics)
@@ -172,7 +180,7 @@ def train_federated(theta0, examples: ClientExamples | CohortSource, item_table:
     last = round_index == fed.rounds - 1
     every = config.eval.every_rounds
     if evaluate is not None and every and ((round_index + 1) % every == 0 or last):
-      entry["curve"] = evaluate(sharding.to_host(server.params))
+      entry["curve"] = evaluate(sharding.to_host(server.params), clients.personal)
     for name, value in entry.items():
       record[name].append(value)
     if checkpoints is not None and config.checkpoint_every and (

@@ -6,7 +6,8 @@ import jax
 
 # Adding a stream changes no other: each is folded in by its own number.
 _STREAMS = {"recall_serving": 2, "theta0": 3, "clients": 4, "central": 5, "local_only": 6,
-            "recall_fold": 7, "decoys": 8, "finetune": 9, "recall_baselines": 10}
+            "recall_fold": 7, "decoys": 8, "finetune": 9, "recall_baselines": 10,
+            "personal": 11, "audit": 12}
 
 
 def stream_key(seed: int, stream: str, index: int = 0) -> jax.Array:

@@ -27,15 +27,16 @@ from pprsf_jax.metrics import (beyond_accuracy, compare_per_user, evaluate_lists
                                per_user_metrics)
 from pprsf_jax.metrics.sampled import sample_candidates
 from pprsf_jax.pipeline.clients import (drop_all_decoys, examples_from_recall, local_training,
-                                        pad_requests, rank_all, training_examples)
+                                        model_dims, pad_requests, rank_all, training_examples)
 from pprsf_jax.pipeline.federated import FederatedTraining, attack_setup, train_federated
 from pprsf_jax.pipeline.keys import stream_key
 from pprsf_jax.pipeline.server import (RecallModels, candidates_for, load_tables, rerank_context,
                                        train_recall)
 from pprsf_jax.privacy.curious_server import audit, observe_uploads
 from pprsf_jax.privacy.server_view import IGNORED
-from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, init_params,
-                               make_item_table, num_features, train_central, train_local_only)
+from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, ModelDims,
+                               init_personal_states, make_item_table, train_central,
+                               train_local_only)
 from pprsf_jax.ranking.attacks import Attack, poison_examples
 from pprsf_jax.ranking.features import standardised_log_counts
 from pprsf_jax.recall import item_counts
@@ -97,6 +98,8 @@ class TrainingSet(NamedTuple):
   examples: ClientExamples  # [N, S, K, ...] every client's honest examples (the baselines')
   federated_examples: ClientExamples  # the same as the clients train federated (attackers poisoned)
   item_table: ItemTable  # public item features every client reads
+  local: LocalTraining  # the ranking task (`ranking.model`) and the clients' local optimisation
+  dims: ModelDims  # the sizes the ranking model is built for
   attack: Attack
   attackers: np.ndarray  # [N] bool
   target_item: int  # the item an `item_promotion` attack pushes
@@ -112,15 +115,20 @@ def candidates(config: RunConfig, loaded: Loaded, models: RecallModels, *,
   popularity = standardised_log_counts(item_counts(public.history, public.num_items))
   poisoned = poison_examples(examples, attackers, attack, target_item=target_item,
                              target_popularity=float(popularity[target_item]))
-  return TrainingSet(examples, poisoned, make_item_table(public.catalogue), attack, attackers,
+  item_table = make_item_table(public.catalogue)
+  return TrainingSet(examples, poisoned, item_table, local_training(config),
+                     model_dims(private.user_features.shape[1], item_table), attack, attackers,
                      target_item)
 
 
-def initial_theta(config: RunConfig, loaded: Loaded, training: TrainingSet,
-                  local: LocalTraining):
-  """Θ0, the ranking model's starting parameters (from the seed: every stage derives the same)."""
-  size = num_features(loaded.data.private.user_features.shape[1], training.item_table)
-  return init_params(local.model, size, key=stream_key(config.seed, "theta0"))
+def initial_state(config: RunConfig, training: TrainingSet) -> tuple[Any, Any]:
+  """Θ0 and every client's initial personal state [N, ...] (host): the ranking model's starting
+  point, from the seed (every stage derives the same)."""
+  task, dims = training.local.task, training.dims
+  theta0 = task.init_shared(stream_key(config.seed, "theta0"), dims)
+  personal0 = init_personal_states(task, dims, stream_key(config.seed, "personal"),
+                                   training.examples.mask.shape[0])
+  return theta0, personal0
 
 
 # ------------------------------------------------------------------------------------ federated
@@ -129,26 +137,27 @@ def federated_ranking(config: RunConfig, loaded: Loaded, models: RecallModels,
                       server_view=IGNORED) -> FederatedTraining:
   """P_FL: federated rounds from Θ0, checkpointed into `run_dir/checkpoints` (and resumed from
   there); P_FL's validation NDCG is recorded as it trains."""
-  local = local_training(config)
+  theta0, personal0 = initial_state(config, training)
   return train_federated(
-      initial_theta(config, loaded, training, local), training.federated_examples,
-      training.item_table, config, local, attackers=training.attackers,
+      theta0, personal0, training.federated_examples, training.item_table, config,
+      training.local, attackers=training.attackers,
       checkpoints=None if run_dir is None else run_dir / "checkpoints",
-      evaluate=_validation_curve(config, loaded, models, training.item_table, local),
+      evaluate=_validation_curve(config, loaded, models, training.item_table, training.local),
       server_view=server_view)
 
 
 def _validation_curve(config: RunConfig, loaded: Loaded, models: RecallModels,
-                      item_table: ItemTable, local: LocalTraining) -> Callable[[Any], float]:
-  """Θ -> validation NDCG@k of P_FL's lists (full ranking of the serving candidates at the start
-  of the validation period): the run's learning curve."""
+                      item_table: ItemTable, local: LocalTraining
+                      ) -> Callable[[Any, Any], float]:
+  """(Θ, the clients' personal states) -> validation NDCG@k of P_FL's lists (full ranking of
+  the serving candidates at the start of the validation period): the run's learning curve."""
   public, private = loaded.data.public, loaded.data.private
   examples = examples_from_recall(models.serving, private.history, Interactions.empty(),
                                   public=public, private=private, config=config.recall)
   k, m = config.eval.top_k, public.num_items
 
-  def evaluate(params) -> float:
-    request = rank_all(params, examples, item_table, model=local.model,
+  def evaluate(params, personal) -> float:
+    request = rank_all(params, personal, examples, item_table, local=local,
                        top_t=config.ranking.top_t, per_client_params=False)
     valid = loaded.data.valid.interactions
     return evaluate_lists(np.asarray(request.items[:, :k]), valid, m)[f"ndcg@{k}"]
@@ -158,24 +167,29 @@ def _validation_curve(config: RunConfig, loaded: Loaded, models: RecallModels,
 
 # ------------------------------------------------------------------------------------ baselines
 class Baselines(NamedTuple):
-  central: Any  # P_Sum: Θ trained on the pooled examples of every client
-  local_only: Any  # P_i: [N, ...] each client's model trained on its own examples only
-  personalised: Any  # P_FL + fine-tune: [N, ...] the final Θ fine-tuned on each client
+  """Each a pair (shared parameters, every client's personal state [N, ...])."""
+
+  central: tuple[Any, Any]  # P_Sum: one Θ trained on the pooled examples of every client
+  local_only: tuple[Any, Any]  # P_i: Θ [N, ...], each client's trained on its own examples only
+  personalised: tuple[Any, Any]  # P_FL + fine-tune: Θ [N, ...], the final Θ fine-tuned on each
 
 
 def baselines(config: RunConfig, loaded: Loaded, training: TrainingSet,
               federated: FederatedTraining) -> Baselines:
   """The comparison models, trained on the same (honest) examples as P_FL."""
-  local = local_training(config)
-  theta0 = initial_theta(config, loaded, training, local)
+  del loaded  # the training set holds all they read
+  local = training.local
+  theta0, personal0 = initial_state(config, training)
   examples, item_table = training.examples, training.item_table
-  central = train_central(theta0, examples, item_table, key=stream_key(config.seed, "central"),
-                          local=local, epochs=config.baselines.central_epochs)
+  central = train_central(theta0, personal0, examples, item_table,
+                          key=stream_key(config.seed, "central"), local=local,
+                          epochs=config.baselines.central_epochs)
   local_only = train_local_only(
-      theta0, examples, item_table, seed_key=stream_key(config.seed, "local_only"),
+      theta0, personal0, examples, item_table, seed_key=stream_key(config.seed, "local_only"),
       local=dataclasses.replace(local, epochs=config.baselines.local_only_epochs))
   personalised = train_local_only(
-      federated.params, examples, item_table, seed_key=stream_key(config.seed, "finetune"),
+      federated.params, federated.clients.personal, examples, item_table,
+      seed_key=stream_key(config.seed, "finetune"),
       local=dataclasses.replace(local, epochs=config.baselines.finetune_epochs))
   return Baselines(central, local_only, personalised)
 
@@ -204,7 +218,7 @@ class _Models(NamedTuple):
   recall: RecallModels
   item_table: ItemTable
   local: LocalTraining
-  p_fl: Any
+  p_fl: tuple[Any, Any]  # (Θ, every client's personal state [N, ...])
   baselines: Baselines
   sampled_items: dict[int, np.ndarray] | None  # sampled protocol: each period's item set
 
@@ -213,8 +227,9 @@ def serve(config: RunConfig, loaded: Loaded, models: RecallModels, training: Tra
           federated: FederatedTraining, trained: Baselines, *, server_view=IGNORED) -> Serving:
   """Period 1 (validation), its service log fed back, then period 2 (test)."""
   public, private = loaded.data.public, loaded.data.private
-  ranking = _Models(models, training.item_table, local_training(config), federated.params,
-                    trained, _sampled_items(config, loaded.data))
+  ranking = _Models(models, training.item_table, training.local,
+                    (federated.params, federated.clients.personal), trained,
+                    _sampled_items(config, loaded.data))
   valid = _serve_period(config, loaded, ranking, public.history, private.history, 1,
                         server_view=server_view)
   service = serve_period(valid.lists[PPRSF], loaded.data.valid, public.num_items)
@@ -286,8 +301,8 @@ def _rank_on_devices(config: RunConfig, ranking: _Models, examples: ClientExampl
   """Every model ranks every client's candidates on the client. P_FL and P_i order every
   candidate (their Top-T is the head): the per-client comparison reads the whole ordering."""
   top_t = config.ranking.top_t
-  rank = lambda params, per_client, t: rank_all(
-      params, examples, ranking.item_table, model=ranking.local.model, top_t=t,
+  rank = lambda model, per_client, t: rank_all(
+      *model, examples, ranking.item_table, local=ranking.local, top_t=t,
       per_client_params=per_client)
   whole = examples.items.shape[-2] * examples.items.shape[-1]
   orders = {P_FL: rank(ranking.p_fl, False, whole),
@@ -361,10 +376,12 @@ def _audit(config: RunConfig, loaded: Loaded, training: TrainingSet,
   period's Top-T requests, scored against the users' true attributes."""
   uploads, lifts, declared = observe_uploads(
       federated.params, training.federated_examples, training.item_table,
-      local=local_training(config), algorithm=federated.algorithm,
+      local=training.local, algorithm=federated.algorithm,
       broadcast=federated.broadcast, states=federated.clients,
       seed_key=stream_key(config.seed, "clients"), round_index=config.federated.rounds,
-      secure=federated.secure)
+      secure=federated.secure,
+      stand_in_personal=training.local.task.init_personal(
+          stream_key(config.seed, "audit"), training.dims))
   tables = loaded.tables
   attributes = {"gender": tables.gender.astype(np.int64),
                 "age_group": np.searchsorted(AGE_BUCKET_EDGES, tables.age, side="right"),

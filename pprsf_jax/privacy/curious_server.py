@@ -29,15 +29,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from pprsf_jax.aggregation import ClientState, FederatedAlgorithm
+from pprsf_jax.aggregation import FederatedAlgorithm
 from pprsf_jax.privacy.audit import (AttackReport, attribute_inference, interaction_inference_auc,
                                      roc_auc)
 from pprsf_jax.privacy.secure_aggregation import SecureAggregationConfig
 from pprsf_jax.privacy.secure_round import what_the_server_sees
 from pprsf_jax.ranking.client import LocalTraining, client_update
-from pprsf_jax.ranking.features import ClientExamples, ItemTable, client_features
+from pprsf_jax.ranking.features import ClientExamples, ItemTable
 from pprsf_jax.ranking.federated import MASK_STREAM, client_key
-from pprsf_jax.ranking.model import logits
+from pprsf_jax.ranking.task import DeviceState
 
 
 def _server_view(examples: ClientExamples) -> ClientExamples:
@@ -53,15 +53,16 @@ def _server_view(examples: ClientExamples) -> ClientExamples:
 
 def observe_uploads(params, examples: ClientExamples, item_table: ItemTable, *,
                     local: LocalTraining, algorithm: FederatedAlgorithm, broadcast,
-                    states: ClientState, seed_key: jax.Array, round_index: int,
-                    secure: SecureAggregationConfig | None = None,
+                    states: DeviceState, seed_key: jax.Array, round_index: int,
+                    secure: SecureAggregationConfig | None = None, stand_in_personal=(),
                     chunk: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Every client's upload as the server would receive it, the interaction-attack scores, and
   what each upload declares beside its update.
 
   With `secure`, what the server receives is each client's masked vector (masked within its
   chunk of clients, as within a cohort); the attacks read it the only way they can, decoded on
-  its own.
+  its own. The server holds no client's personal state: it scores the lift of an update with
+  `stand_in_personal`, one of its own making (a fresh initial state).
 
   Returns:
     ([N, D] float32 uploads as seen, [N, S * K] float32 score increase per candidate, [N, 3]
@@ -78,9 +79,9 @@ def observe_uploads(params, examples: ClientExamples, item_table: ItemTable, *,
                                    algorithm=algorithm, broadcast=broadcast, state=state)
       declared = jnp.stack([upload.num_examples, upload.num_steps.astype(jnp.float32),
                             upload.num_bytes])
-      return upload.delta, client_features(_server_view(client_examples), item_table), declared
+      return upload.delta, _server_view(client_examples), declared
 
-    deltas, features, declared = jax.vmap(one)(chunk_examples, chunk_states, chunk_ids)
+    deltas, seen_examples, declared = jax.vmap(one)(chunk_examples, chunk_states, chunk_ids)
     if secure is None:
       seen = jax.vmap(lambda delta: ravel_pytree(delta)[0])(deltas)
     else:
@@ -88,11 +89,13 @@ def observe_uploads(params, examples: ClientExamples, item_table: ItemTable, *,
           deltas, jnp.ones(chunk_ids.shape), client_ids=chunk_ids, config=secure,
           round_key=client_key(seed_key, round_index, MASK_STREAM))[:, :-1]
 
-    def lift(flat, rows):
+    def lift(flat, client_examples):
       moved = jax.tree.map(jnp.add, params, unravel(flat))
-      return logits(local.model, moved, rows) - logits(local.model, params, rows)
+      score = lambda theta: local.task.score(theta, stand_in_personal, client_examples,
+                                             item_table)
+      return score(moved) - score(params)
 
-    return seen, jax.vmap(lift)(seen, features), declared
+    return seen, jax.vmap(lift)(seen, seen_examples), declared
 
   flats, lifts, declared = [], [], []
   for start in range(0, num_clients, chunk):

@@ -1,20 +1,16 @@
-"""Local training of the ranking model, written for ONE client and lifted with `jax.vmap`.
+"""Local training of any `ClientTask`, written for ONE client and lifted with `jax.vmap`.
 
-A client starts from the global parameters, runs `local_epochs` passes of mini-batch SGD over its
-own examples (`lax.scan` over a fixed number of steps, masked beyond the client's own count), and
-uploads theta_i - Theta. Mini-batch order comes from per-slot random priorities, so trailing
-padding (examples or whole clients) never changes what a real client computes.
-
-Two losses: "bce" scores every candidate row on its own (mini-batches of rows); "softmax" is
-listwise — a mini-batch is whole candidate lists, and each list's positives compete with its
-other candidates in one softmax (the list's ranking is what NDCG@k reads, so the loss reads it
-too; on ML-100K it is the difference between re-ordering recall and trailing it: see README).
+A client starts from the global shared parameters and its own personal state, runs
+`local_epochs` passes of mini-batch SGD over its training units (`lax.scan` over a fixed number
+of steps, masked beyond the client's own count), and uploads the change of the shared part
+alone: its personal state stays on the device. Mini-batch order comes from per-slot random
+priorities, so trailing padding (units or whole clients) never changes what a real client
+computes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -22,8 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from pprsf_jax.aggregation import ClientState, FederatedAlgorithm, dense_bits
-from pprsf_jax.ranking.features import ClientExamples, ItemTable, client_features
-from pprsf_jax.ranking.model import RankingMLP, logits
+from pprsf_jax.ranking.task import ClientTask, DeviceState
 from pprsf_jax.types import ClientUpload
 
 
@@ -31,24 +26,33 @@ from pprsf_jax.types import ClientUpload
 class LocalTraining:
   """Static description of a client's local optimisation (hashable, closed over by jit)."""
 
-  model: RankingMLP
+  task: ClientTask
   epochs: int
-  batch_size: int  # "bce": candidate rows per step
   learning_rate: float
-  loss: str = "bce"  # "bce" (pointwise) or "softmax" (listwise)
-  lists_per_step: int = 1  # "softmax": whole candidate lists per step
-
-  @property
-  def units_per_step(self) -> int:
-    """What one SGD step averages over: candidate rows ("bce") or candidate lists ("softmax")."""
-    return self.batch_size if self.loss == "bce" else self.lists_per_step
+  # False: every epoch takes the units in their layout order (real units first), as the
+  # cross-framework standard round fixes it; True: a fresh random order per epoch.
+  shuffle: bool = True
+  # The personal state's SGD step size; None: `learning_rate`, like the shared parameters.
+  personal_learning_rate: float | None = None
 
 
-# Training uses the client's key itself; compression and local DP noise draw from sub-streams.
+def local_optimizer(local: LocalTraining) -> optax.GradientTransformation:
+  """Plain SGD on (shared, personal), each part at its own step size."""
+  if local.personal_learning_rate is None:
+    return optax.sgd(local.learning_rate)
+  labels = lambda params: (jax.tree.map(lambda _: "shared", params[0]),
+                           jax.tree.map(lambda _: "personal", params[1]))
+  return optax.multi_transform({"shared": optax.sgd(local.learning_rate),
+                                "personal": optax.sgd(local.personal_learning_rate)}, labels)
+
+
+# Training uses the client's key itself; compression, local DP noise and the task's own draws
+# (sampled negatives) use sub-streams.
 COMPRESSION_STREAM = 0xC0DE
 PRIVACY_STREAM = 0xD9
+UNITS_STREAM = 0x5A
 
-GradientCorrection = Callable[[Any, Any], Any]  # (grads, params) -> grads
+GradientCorrection = Callable[[Any, Any], Any]  # (grads, params) -> grads, on the shared part
 
 
 class ClientMetrics(NamedTuple):
@@ -57,57 +61,27 @@ class ClientMetrics(NamedTuple):
   diverged: jax.Array  # [] bool: parameters or state went non-finite (nothing uploaded)
 
 
-def masked_bce(model: RankingMLP, params, features, labels, weights) -> jax.Array:
-  """Binary cross-entropy averaged over weighted rows; zero (not NaN) when all weights are zero."""
-  per_row = optax.sigmoid_binary_cross_entropy(logits(model, params, features), labels)
-  return jnp.sum(per_row * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+def weighted_mean(per_unit: jax.Array, weights: jax.Array) -> jax.Array:
+  """The mean of per-unit losses over weighted units; zero (not NaN) when no unit has weight."""
+  return jnp.sum(per_unit * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def masked_list_softmax(model: RankingMLP, params, features, labels, mask,
-                        weights) -> jax.Array:
-  """Listwise softmax cross-entropy, averaged over weighted lists.
-
-  features [B, K, F], labels / mask [B, K], weights [B]: per list, the mean over its positives of
-  -log softmax over its real candidates. Zero (not NaN) when no list has weight.
-  """
-  scores = jnp.where(mask > 0, logits(model, params, features), -jnp.inf)
-  # A list with no real candidate would normalise over nothing: give it finite zeros instead.
-  log_probs = jnp.where(mask > 0, jax.nn.log_softmax(scores, axis=-1), 0.0)
-  positives = labels * mask
-  per_list = -jnp.sum(positives * log_probs, -1) / jnp.maximum(jnp.sum(positives, -1), 1.0)
-  return jnp.sum(per_list * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+def batch_loss(task: ClientTask, shared, personal, batch, weights, public) -> jax.Array:
+  return weighted_mean(task.loss(shared, personal, batch, public), weights)
 
 
-def training_units(examples: ClientExamples, item_table: ItemTable, local: LocalTraining):
-  """What one SGD step samples from, by loss: (features, labels, mask, unit mask [S, U], batch).
-
-  "bce": units are candidate rows ([S * K, F] features); "softmax": units are whole lists
-  ([S, K, F]), and only lists with a positive count (the others have no gradient).
-  """
-  features = client_features(examples, item_table)  # [S * K, F]
-  if local.loss == "bce":
-    return (features, examples.labels.reshape(-1), examples.mask.reshape(-1), examples.mask,
-            local.units_per_step)
-  num_lists, list_length = examples.mask.shape
-  has_positive = jnp.sum(examples.mask * examples.labels, -1, keepdims=True) > 0
-  return (features.reshape(num_lists, list_length, -1), examples.labels, examples.mask,
-          has_positive.astype(jnp.float32), local.units_per_step)
-
-
-def unit_loss(local: LocalTraining, params, features, labels, mask, weights) -> jax.Array:
-  """The loss of one mini-batch of units (rows or lists, see `training_units`)."""
-  if local.loss == "bce":
-    return masked_bce(local.model, params, features, labels, weights * mask)
-  return masked_list_softmax(local.model, params, features, labels, mask, weights)
-
-
-def _epoch_orders(mask: jax.Array, epochs: int, key: jax.Array) -> jax.Array:
+def _epoch_orders(mask: jax.Array, epochs: int, key: jax.Array | None) -> jax.Array:
   """[epochs, S * K] order of the flattened slots per epoch: real examples shuffled, padding last.
 
   Each slot's priority depends only on (key, epoch, list, position in list), so padding appended
-  to any list, or whole padding lists, leave the order of the real examples unchanged.
+  to any list, or whole padding lists, leave the order of the real examples unchanged. Without a
+  key, the real slots keep their layout order.
   """
   num_lists, list_length = mask.shape
+  if key is None:
+    slots = jnp.arange(mask.size)
+    layout = jnp.where(mask.reshape(-1) > 0, slots, mask.size + slots)
+    return jnp.broadcast_to(jnp.argsort(layout), (epochs, mask.size))
   lists = jnp.repeat(jnp.arange(num_lists), list_length)
   positions = jnp.tile(jnp.arange(list_length), num_lists)
 
@@ -120,28 +94,32 @@ def _epoch_orders(mask: jax.Array, epochs: int, key: jax.Array) -> jax.Array:
   return jax.vmap(order)(jnp.arange(epochs))
 
 
-def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key: jax.Array,
-                local: LocalTraining, correct: GradientCorrection | None = None,
-                work: jax.Array | float = 1.0) -> tuple[Any, ClientMetrics]:
-  """Runs one client's local SGD from `params`; returns its final parameters and metrics.
+def local_train(shared, personal, examples, public, *, key: jax.Array, local: LocalTraining,
+                correct: GradientCorrection | None = None,
+                work: jax.Array | float = 1.0) -> tuple[Any, Any, ClientMetrics]:
+  """Runs one client's local SGD from (`shared`, `personal`); returns both trained, and metrics.
 
-  `correct(grads, params)` rewrites every step's gradient (FedProx's proximal pull, SCAFFOLD's
-  control variates); None is plain SGD. A straggler completes only the share `work` in (0, 1] of
-  its steps (at least one, if it has any).
+  `correct(grads, params)` rewrites every step's gradient of the shared part (FedProx's proximal
+  pull, SCAFFOLD's control variates); None is plain SGD. A straggler completes only the share
+  `work` in (0, 1] of its steps (at least one, if it has any).
   """
+  task = local.task
   examples = jax.tree.map(jnp.asarray, examples)  # host arrays work outside jit too
-  features, labels, mask, unit_mask, batch = training_units(examples, item_table, local)
-  length = unit_mask.size
+  units = task.units(examples, public, jax.random.fold_in(key, UNITS_STREAM))
+  batch = task.units_per_step
+  length = units.mask.size
   steps_per_epoch_max = -(-length // batch)
-  num_units = jnp.sum(unit_mask).astype(jnp.int32)
+  num_units = jnp.sum(units.mask).astype(jnp.int32)
   steps_per_epoch = (num_units + batch - 1) // batch
   planned_steps = steps_per_epoch * local.epochs
   total_steps = jnp.minimum(
       planned_steps, jnp.maximum(1, jnp.floor(planned_steps * work).astype(jnp.int32)))
-  orders = _epoch_orders(unit_mask, local.epochs, key)
+  orders = _epoch_orders(units.mask, local.epochs, key if local.shuffle else None)
   orders = jnp.pad(orders, ((0, 0), (0, steps_per_epoch_max * batch - length)))
-  unit_mask = unit_mask.reshape(-1)
-  optimizer = optax.sgd(local.learning_rate)
+  unit_mask = units.mask.reshape(-1)
+  optimizer = local_optimizer(local)
+  loss_fn = lambda params, rows, weights: batch_loss(
+      task, *params, jax.tree.map(lambda leaf: leaf[rows], units.data), weights, public)
 
   def step(carry, s):
     params, opt_state, loss_sum = carry
@@ -149,11 +127,9 @@ def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key:
     position = (s % jnp.maximum(steps_per_epoch, 1)) * batch
     rows = jax.lax.dynamic_slice(orders[jnp.minimum(epoch, local.epochs - 1)], (position,), (batch,))
     in_epoch = (position + jnp.arange(batch)) < num_units
-    weights = in_epoch * unit_mask[rows]
-    loss, grads = jax.value_and_grad(functools.partial(unit_loss, local))(
-        params, features[rows], labels[rows], mask[rows], weights)
+    loss, grads = jax.value_and_grad(loss_fn)(params, rows, in_epoch * unit_mask[rows])
     if correct is not None:
-      grads = correct(grads, params)
+      grads = (correct(grads[0], params[0]), grads[1])
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     active = s < total_steps
     # Steps past this client's own count are exact no-ops: keep the old state.
@@ -162,12 +138,13 @@ def local_train(params, examples: ClientExamples, item_table: ItemTable, *, key:
     opt_state = jax.tree.map(keep, new_opt_state, opt_state)
     return (params, opt_state, loss_sum + jnp.where(active, loss, 0.0)), None
 
+  params = (shared, personal)
   init = (params, optimizer.init(params), jnp.zeros((), jnp.float32))
-  (params, _, loss_sum), _ = jax.lax.scan(
+  ((shared, personal), _, loss_sum), _ = jax.lax.scan(
       step, init, jnp.arange(steps_per_epoch_max * local.epochs))
   metrics = ClientMetrics(loss=loss_sum / jnp.maximum(total_steps, 1), steps=total_steps,
-                          diverged=~_all_finite(params))
-  return params, metrics
+                          diverged=~_all_finite((shared, personal)))
+  return shared, personal, metrics
 
 
 def public_upload_counts(items: jax.Array, local: LocalTraining,
@@ -185,35 +162,36 @@ def public_upload_counts(items: jax.Array, local: LocalTraining,
     local: the local optimisation (what a step averages over, epochs).
     work: a straggler's share of its steps (simulated faults).
   """
-  real = items >= 0
-  units = jnp.sum(real) if local.loss == "bce" else jnp.sum(jnp.any(real, axis=-1))
-  planned = (units + local.units_per_step - 1) // local.units_per_step * local.epochs
+  slots, units = local.task.declared_units(items)
+  per_step = local.task.units_per_step
+  planned = (units + per_step - 1) // per_step * local.epochs
   steps = jnp.minimum(planned, jnp.maximum(1, jnp.floor(planned * work).astype(planned.dtype)))
-  return jnp.sum(real).astype(jnp.float32), steps.astype(jnp.int32)
+  return slots, steps.astype(jnp.int32)
 
 
-def client_update(global_params, examples: ClientExamples, item_table: ItemTable, *,
-                  key: jax.Array, local: LocalTraining, algorithm: FederatedAlgorithm,
-                  broadcast, state: ClientState,
-                  work: jax.Array | float = 1.0) -> tuple[ClientUpload, ClientState, ClientMetrics]:
+def client_update(global_params, examples, public, *, key: jax.Array, local: LocalTraining,
+                  algorithm: FederatedAlgorithm, broadcast, state: DeviceState,
+                  work: jax.Array | float = 1.0) -> tuple[ClientUpload, DeviceState, ClientMetrics]:
   """One client's round: local training from Theta under the algorithm, then the encoded upload.
 
-  Returns what is uploaded, the client's proposed next state (which never leaves the device; the
-  round keeps it only if the upload is accepted) and metrics.
+  Returns what is uploaded (made from the shared parameters alone), the client's proposed next
+  state — its algorithm state and personal state, which never leave the device; the round keeps
+  them only if the upload is accepted — and metrics.
   """
   compress_key = jax.random.fold_in(key, COMPRESSION_STREAM)
   privacy_key = jax.random.fold_in(key, PRIVACY_STREAM)
+  algorithm_state = state.algorithm
   correct = lambda grads, params: algorithm.local.correct(grads, params, global_params,
-                                                          state.local, broadcast)
-  params, metrics = local_train(global_params, examples, item_table, key=key, local=local,
-                                correct=correct, work=work)
+                                                          algorithm_state.local, broadcast)
+  params, personal, metrics = local_train(global_params, state.personal, examples, public,
+                                          key=key, local=local, correct=correct, work=work)
   delta = jax.tree.map(jnp.subtract, params, global_params)
-  local_state, local_upload = algorithm.local.finish(delta, state.local, broadcast, metrics.steps,
-                                                     local.learning_rate)
+  local_state, local_upload = algorithm.local.finish(
+      delta, algorithm_state.local, broadcast, metrics.steps, local.learning_rate)
   # Local DP acts on the update itself; encoding it afterwards is post-processing.
   private_delta = algorithm.privatizer(delta, privacy_key)
-  sent, compressor_state, bits = algorithm.compressor.compress(private_delta, state.compressor,
-                                                               compress_key)
+  sent, compressor_state, bits = algorithm.compressor.compress(
+      private_delta, algorithm_state.compressor, compress_key)
   # The loss and the steps actually taken stay on the device (they read private data).
   num_examples, num_steps = public_upload_counts(examples.items, local, work)
   upload = ClientUpload(delta=sent, num_examples=num_examples, num_steps=num_steps,
@@ -221,7 +199,7 @@ def client_update(global_params, examples: ClientExamples, item_table: ItemTable
                         num_bytes=bits / 8 + dense_bits(local_upload) / 8)
   # A client whose training diverged does not upload; its proposed state must not be kept either
   # (a NaN residual or control variate would poison all its later rounds). The round decides.
-  next_state = ClientState(local=local_state, compressor=compressor_state)
+  next_state = DeviceState(ClientState(local=local_state, compressor=compressor_state), personal)
   diverged = metrics.diverged | ~_all_finite(next_state)
   return upload, next_state, metrics._replace(diverged=diverged)
 
@@ -231,10 +209,10 @@ def _all_finite(tree) -> jax.Array:
                              or [True]))
 
 
-def rank_candidates(params, examples: ClientExamples, item_table: ItemTable, *,
-                    model: RankingMLP, top_t: int) -> tuple[jax.Array, jax.Array]:
+def rank_candidates(shared, personal, examples, public, *, task: ClientTask,
+                    top_t: int) -> tuple[jax.Array, jax.Array]:
   """One client's on-device ranking: its Top-T candidate ids and scores (-1 / -inf if fewer)."""
-  scores = logits(model, params, client_features(examples, item_table))
+  scores = task.score(shared, personal, examples, public)
   scores = jnp.where(examples.mask.reshape(-1) > 0, scores, -jnp.inf)
   top_scores, position = jax.lax.top_k(scores, top_t)
   items = jnp.where(jnp.isfinite(top_scores), examples.items.reshape(-1)[position], -1)

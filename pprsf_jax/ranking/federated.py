@@ -9,14 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pprsf_jax.aggregation import ClientState, FederatedAlgorithm, ServerState
+from pprsf_jax.aggregation import FederatedAlgorithm, ServerState
 from pprsf_jax.aggregation.base import client_norms
 from pprsf_jax.privacy.secure_aggregation import SecureAggregationConfig
 from pprsf_jax.privacy.secure_round import secure_weighted_mean
 from pprsf_jax.ranking.client import LocalTraining, client_update
 from pprsf_jax.ranking.attacks import Attack, poison_upload
 from pprsf_jax.ranking.faults import FaultModel, draw_faults
-from pprsf_jax.ranking.features import ClientExamples, ItemTable
+from pprsf_jax.ranking.task import DeviceState
 from pprsf_jax.types import ClientUpload
 
 
@@ -56,6 +56,12 @@ def _finite_rows(tree) -> jax.Array:
                             for leaf in leaves]), axis=0)
 
 
+def _rows_where(flags, new, old):
+  """Per client: its row of `new` where `flags` [C], else its row of `old`."""
+  return jax.tree.map(
+      lambda n, o: jnp.where(flags.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
+
+
 def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
                faults: FaultModel = FaultModel(), max_update_norm: float = 0.0,
                attack: Attack = Attack(),
@@ -71,21 +77,23 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
   Clients flagged in `malicious` replace their upload as `attack` says.
 
   Returns:
-    round_fn(server, clients, cohort, client_ids, client_mask, item_table, seed_key, round_index,
+    round_fn(server, clients, cohort, client_ids, client_mask, public, seed_key, round_index,
              malicious=None) -> (server, clients, RoundMetrics), where `server` is a
-    ServerState, `clients` the cohort's ClientState rows [C, ...], `cohort` a ClientExamples
-    stacked [C, S, K, ...], `client_ids` [C] int32, `client_mask` [C] float32 and `malicious`
-    [C] bool (simulated attackers). Returned client rows change only for accepted clients.
+    ServerState, `clients` the cohort's DeviceState rows [C, ...], `cohort` the task's examples
+    stacked [C, ...], `client_ids` [C] int32, `client_mask` [C] float32, `public` what every
+    client is shipped alike (the task's item table) and `malicious` [C] bool (simulated
+    attackers). Returned clients' algorithm state changes only for accepted clients, their
+    personal state for every client whose upload arrived.
   """
 
-  def round_fn(server: ServerState, clients: ClientState, cohort: ClientExamples, client_ids,
-               client_mask, item_table: ItemTable, seed_key, round_index, malicious=None):
+  def round_fn(server: ServerState, clients: DeviceState, cohort, client_ids, client_mask, public,
+               seed_key, round_index, malicious=None):
     params = server.params
     keys = jax.vmap(lambda c: client_key(seed_key, round_index, c))(client_ids)
     client_faults = jax.vmap(lambda key: draw_faults(key, faults))(keys)
 
     def one_client(examples, key, state, work):
-      return client_update(params, examples, item_table, key=key, local=local,
+      return client_update(params, examples, public, key=key, local=local,
                            algorithm=algorithm, broadcast=server.broadcast, state=state,
                            work=work)
 
@@ -124,11 +132,11 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
       server = _step_server(server, algorithm, update, aggregator_state, uploads.extra, mask,
                             accepted)
     mask = accepted.astype(client_mask.dtype)
-    # A client keeps its new state only if the server took its upload (else both would disagree
-    # on what was sent: error feedback would lose it, SCAFFOLD's c would drift from mean c_i).
-    clients = jax.tree.map(
-        lambda new, old: jnp.where(accepted.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-        proposed, clients)
+    # A client keeps its new algorithm state only if the server took its upload (else both
+    # would disagree on what was sent: error feedback would lose it, SCAFFOLD's c would drift
+    # from mean c_i). Its personal state is its own: kept whenever it trained and sent.
+    clients = DeviceState(_rows_where(accepted, proposed.algorithm, clients.algorithm),
+                          _rows_where(arrived, proposed.personal, clients.personal))
     example_weights = uploads.num_examples * mask
     count = lambda flags: jnp.sum(flags).astype(jnp.int32)
     round_metrics = RoundMetrics(
@@ -192,7 +200,7 @@ def server_round(server: ServerState, uploads: ClientUpload, arrived, *,
                       accepted), accepted
 
 
-def cohort_slice(examples: ClientExamples, client_ids, size: int) -> tuple[ClientExamples, Any, Any]:
+def cohort_slice(examples, client_ids, size: int) -> tuple[Any, Any, Any]:
   """Gathers `client_ids` from host-resident stacked examples and pads the cohort to `size`.
 
   Padding clients repeat client 0's arrays with mask 0 and weight 0, so shapes (and the compiled
@@ -207,12 +215,12 @@ def cohort_slice(examples: ClientExamples, client_ids, size: int) -> tuple[Clien
   return cohort, padded_ids.astype(np.int32), client_mask
 
 
-def gather_client_states(states: ClientState, padded_ids) -> ClientState:
+def gather_client_states(states: DeviceState, padded_ids) -> DeviceState:
   """The cohort's rows of the host-resident per-client states (padding slots repeat a row)."""
   return jax.tree.map(lambda a: a[padded_ids], states)
 
 
-def scatter_client_states(states: ClientState, client_ids, rows: ClientState) -> None:
+def scatter_client_states(states: DeviceState, client_ids, rows: DeviceState) -> None:
   """Writes the real clients' rows (the first len(client_ids)) back into the host states."""
   count = len(client_ids)
 
