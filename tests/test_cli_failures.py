@@ -281,11 +281,11 @@ def test_a_data_prefix_that_reads_nothing_is_refused():
 @pytest.mark.parametrize("days", ["[{\"day\": 1", "{\"day\": 1}"])
 def test_a_damaged_day_record_is_named_when_an_online_run_resumes(tmp_path, days):
   from pprsf_jax import online, report  # pylint: disable=import-outside-toplevel
-  theta0 = {"w": np.zeros(3, np.float32)}
-  checkpoint.save(tmp_path / online.CHECKPOINTS, 1, {"theta": theta0})
+  model0 = ({"w": np.zeros(3, np.float32)}, {"user": np.zeros((2, 3), np.float32)})
+  checkpoint.save(tmp_path / online.CHECKPOINTS, 1, {"theta": model0[0], "personal": model0[1]})
   (tmp_path / online.DAYS_FILE).write_text(days)
   with pytest.raises(report.RunFolderError, match=f"{online.DAYS_FILE} is damaged"):
-    online._resume(tmp_path, theta0)  # pylint: disable=protected-access
+    online._resume(tmp_path, model0)  # pylint: disable=protected-access
 
 
 def test_an_online_report_that_cannot_be_written_names_the_file(tmp_path):

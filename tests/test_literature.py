@@ -67,6 +67,9 @@ def test_held_out_metrics_count_ties_against_the_held_out_item():
   got = held_out_metrics(scores, 2)
   assert got["hr@2"] == pytest.approx(2 / 3)
   assert got["ndcg@2"] == pytest.approx((1.0 + 1 / np.log2(3)) / 3)
+  # A diverged model's NaN scores are misses, never hits.
+  assert held_out_metrics(np.full((2, 4), np.nan), 3)["hr@3"] == 0.0
+  assert held_out_metrics(np.array([[1.0, np.nan, 0.0, 0.0]]), 1)["hr@1"] == 0.0
 
 
 @pytest.mark.parametrize("model", sorted(literature.SETTINGS))

@@ -90,7 +90,7 @@ def test_stages_called_by_hand_with_one_replaced():
   training = stages.candidates(config, loaded, models)
   federated = stages.federated_ranking(config, loaded, models, training)
   trained = stages.baselines(config, loaded, training, federated)._replace(
-      central=federated.params)
+      central=(federated.params, federated.clients.personal))
   serving = stages.serve(config, loaded, models, training, federated, trained)
   evaluation = stages.evaluate(config, loaded, training, federated, serving)
   results = stages.report(config, loaded, training, federated, serving, evaluation, {})
@@ -113,6 +113,7 @@ def test_results_record_every_round_and_every_user(outcome):
 
 def test_the_outcome_is_typed(outcome):
   assert isinstance(outcome.federated, pipeline.FederatedTraining)
-  assert jax.tree.structure(outcome.federated.params) == jax.tree.structure(
-      outcome.baselines.central)
+  shared, personal = outcome.baselines.central  # (Θ, every client's personal state)
+  assert jax.tree.structure(outcome.federated.params) == jax.tree.structure(shared)
+  assert jax.tree.structure(outcome.federated.clients.personal) == jax.tree.structure(personal)
   assert outcome.serving.test.lists.keys() == outcome.results["test"].keys()

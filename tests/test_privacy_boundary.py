@@ -22,6 +22,7 @@ import pytest
 from pprsf_jax.config import RerankConfig
 from pprsf_jax.data.dataset import FederatedDataset
 from pprsf_jax.deploy.device import DeviceData
+from pprsf_jax.ranking.task import DeviceState
 from pprsf_jax.types import Interactions, PrivateData, PublicData
 
 SERVER_PACKAGES = ("pprsf_jax.recall", "pprsf_jax.aggregation", "pprsf_jax.rerank")
@@ -45,13 +46,14 @@ def _server_modules() -> list[ModuleType]:
 
 
 def _mentions_private(annotation: Any, seen: set[int] | None = None) -> bool:
-  """Whether a resolved annotation is PrivateData (or a deployed device's DeviceData) or contains
-  it (generics, Callable, fields)."""
+  """Whether a resolved annotation is PrivateData (or a deployed device's DeviceData, or the
+  state a client keeps on its device, DeviceState: its personal state included) or contains it
+  (generics, Callable, fields)."""
   seen = set() if seen is None else seen
   if id(annotation) in seen:
     return False
   seen.add(id(annotation))
-  if annotation is PrivateData or annotation is DeviceData:
+  if annotation is PrivateData or annotation is DeviceData or annotation is DeviceState:
     return True
   if isinstance(annotation, (list, tuple)):  # Callable's argument list
     return any(_mentions_private(a, seen) for a in annotation)

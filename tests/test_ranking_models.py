@@ -262,3 +262,16 @@ def test_the_config_names_every_model_and_refuses_others():
     assert RankingConfig(model=name).model == name
   with pytest.raises(ConfigError, match="ranking.model="):
     RankingConfig(model="word2vec")
+
+
+def test_a_task_whose_units_do_not_line_up_is_refused_while_tracing(examples, item_table, dims):
+  local = candidate_training(build_model("mf", SPEC), units_per_step=8)
+  task = local.task
+  short = lambda own, public, key: task.units(own, public, key)._replace(
+      data=jax.tree.map(lambda leaf: leaf[:-1], task.units(own, public, key).data))
+  broken = dataclasses.replace(local, task=task._replace(units=short))
+  one = _client(examples, 0)
+  with pytest.raises(AssertionError, match="shape"):
+    local_train(task.init_shared(jax.random.key(0), dims),
+                task.init_personal(jax.random.key(1), dims), one, item_table,
+                key=jax.random.key(2), local=broken)

@@ -87,36 +87,32 @@ class LeaveOneOutSplit(NamedTuple):
 _SMALL_QUICKSORT = 15
 
 
+def _sift_down(keys: Sequence[int], order: list[int], base: int, top: int, n: int) -> None:
+  """Moves order[base + top] down the 1-based max-heap order[base + 1 .. base + n]."""
+  moving = order[base + top]
+  i, j = top, top << 1
+  while j <= n:
+    if j < n and keys[order[base + j]] < keys[order[base + j + 1]]:
+      j += 1
+    if keys[moving] < keys[order[base + j]]:
+      order[base + i] = order[base + j]
+      i, j = j, j + j
+    else:
+      break
+  order[base + i] = moving
+
+
 def _heap_argsort(keys: Sequence[int], order: list[int], lo: int, n: int) -> None:
   """numpy's aheapsort on order[lo:lo + n] (the introsort fallback)."""
   # 1-based heap indexing over the slice, as numpy's C code does with `a = tosort - 1`.
   base = lo - 1
   for top in range(n >> 1, 0, -1):
-    moving = order[base + top]
-    i, j = top, top << 1
-    while j <= n:
-      if j < n and keys[order[base + j]] < keys[order[base + j + 1]]:
-        j += 1
-      if keys[moving] < keys[order[base + j]]:
-        order[base + i] = order[base + j]
-        i, j = j, j + j
-      else:
-        break
-    order[base + i] = moving
+    _sift_down(keys, order, base, top, n)
   while n > 1:
-    moving = order[base + n]
-    order[base + n] = order[base + 1]
+    # The largest goes to the end; the last element sifts down from the root of what remains.
+    order[base + n], order[base + 1] = order[base + 1], order[base + n]
     n -= 1
-    i, j = 1, 2
-    while j <= n:
-      if j < n and keys[order[base + j]] < keys[order[base + j + 1]]:
-        j += 1
-      if keys[moving] < keys[order[base + j]]:
-        order[base + i] = order[base + j]
-        i, j = j, j + j
-      else:
-        break
-    order[base + i] = moving
+    _sift_down(keys, order, base, 1, n)
 
 
 def introsort_argsort(keys: np.ndarray) -> np.ndarray:

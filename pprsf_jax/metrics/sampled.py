@@ -51,10 +51,13 @@ def held_out_metrics(scores, k: int) -> dict[str, float]:
 
   The held-out item's rank is 1 + the negatives scored at least as high: a tie counts against
   it (as PFedRec's evaluation ranks it, negatives first), so a model that scores everything
-  alike earns nothing.
+  alike earns nothing. A score that is not finite (a diverged model) loses every comparison it
+  is part of: NaN never ranks an item first.
   """
   scores = np.asarray(scores)
-  rank = 1 + np.sum(scores[:, 1:] >= scores[:, :1], axis=1)
+  held_out, negatives = scores[:, :1], scores[:, 1:]
+  beaten = (negatives >= held_out) | ~np.isfinite(negatives) | ~np.isfinite(held_out)
+  rank = 1 + np.sum(beaten, axis=1)
   hit = rank <= k
   return {f"hr@{k}": float(hit.mean()),
           f"ndcg@{k}": float(np.mean(np.where(hit, 1.0 / np.log2(1.0 + rank), 0.0)))}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -106,6 +107,9 @@ def local_train(shared, personal, examples, public, *, key: jax.Array, local: Lo
   task = local.task
   examples = jax.tree.map(jnp.asarray, examples)  # host arrays work outside jit too
   units = task.units(examples, public, jax.random.fold_in(key, UNITS_STREAM))
+  # A task's units: a [S, P] mask and data with one leading row per unit (checked at trace time).
+  chex.assert_rank(units.mask, 2)
+  chex.assert_tree_shape_prefix(units.data, (units.mask.size,))
   batch = task.units_per_step
   length = units.mask.size
   steps_per_epoch_max = -(-length // batch)
@@ -213,6 +217,7 @@ def rank_candidates(shared, personal, examples, public, *, task: ClientTask,
                     top_t: int) -> tuple[jax.Array, jax.Array]:
   """One client's on-device ranking: its Top-T candidate ids and scores (-1 / -inf if fewer)."""
   scores = task.score(shared, personal, examples, public)
+  chex.assert_shape(scores, (examples.mask.size,))  # one score per slot, list-major
   scores = jnp.where(examples.mask.reshape(-1) > 0, scores, -jnp.inf)
   top_scores, position = jax.lax.top_k(scores, top_t)
   items = jnp.where(jnp.isfinite(top_scores), examples.items.reshape(-1)[position], -1)

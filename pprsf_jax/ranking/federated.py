@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,6 +90,10 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
   def round_fn(server: ServerState, clients: DeviceState, cohort, client_ids, client_mask, public,
                seed_key, round_index, malicious=None):
     params = server.params
+    # Every per-client input has the cohort's leading axis (checked at trace time).
+    size = client_ids.shape[0]
+    chex.assert_shape((client_ids, client_mask), (size,))
+    chex.assert_tree_shape_prefix((cohort, clients), (size,))
     keys = jax.vmap(lambda c: client_key(seed_key, round_index, c))(client_ids)
     client_faults = jax.vmap(lambda key: draw_faults(key, faults))(keys)
 

@@ -8,31 +8,20 @@ of PFedRec's dual personalisation) is `P_FL + fine-tune` in the pipeline.
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from pprsf_jax.ranking.models.base import (CandidateInputs, ModelDims, ModelSpec, RankingModel,
                                            item_ids)
 from pprsf_jax.ranking.models.factorisation import embedding
-
-
-class ScoreFunction(nn.Module):
-  hidden_sizes: Sequence[int]
-
-  @nn.compact
-  def __call__(self, item_embedding: jax.Array) -> jax.Array:
-    x = item_embedding
-    for width in self.hidden_sizes:
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(1)(x)[..., 0]
+from pprsf_jax.ranking.model import RankingMLP
 
 
 def pfedrec(spec: ModelSpec) -> RankingModel:
   d = spec.embedding_dim
-  score_function = ScoreFunction(hidden_sizes=spec.hidden_sizes)
+  # The score function is an MLP from an item's embedding to its logit (linear without hidden
+  # layers, as PFedRec's): the same network feature_mlp runs over a feature row.
+  score_function = RankingMLP(hidden_sizes=spec.hidden_sizes)
 
   def init_shared(key: jax.Array, dims: ModelDims):
     return {"items": embedding(spec, key, dims.num_items, d)}
