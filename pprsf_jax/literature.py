@@ -58,15 +58,20 @@ class Setting(NamedTuple):
 # PFedRec's released defaults (docs/pfedrec_reference.md): 32-d item embedding drawn from
 # N(0, 1), a linear score function, lr 0.1 on it and 0.1 x 1682 x 80 on the item embedding,
 # batches of 256 rows = 51 positives with 4 negatives each, one local epoch. FedMF and FedNCF
-# run on the same data pipeline (the setting of PFedRec's comparison).
+# run on the same data pipeline (the setting of PFedRec's comparison), their step sizes chosen
+# on validation HR@10 after 25 leak-free rounds (docs/reproducing.md lists the grid): a row of
+# an item table sees 1/256 of a batch's gradient, so it takes steps hundreds of times larger
+# than a user's vector, as PFedRec's item-embedding rate does.
 SETTINGS = {
     "pfedrec": Setting(ModelSpec(hidden_sizes=(), embedding_dim=32, embedding_init_std=1.0),
                        learning_rate=0.1 * 1682 * 80, personal_learning_rate=0.1,
                        positives_per_step=51),
-    "mf": Setting(ModelSpec(embedding_dim=32, embedding_init_std=0.1), learning_rate=50.0,
-                  personal_learning_rate=0.5, positives_per_step=51),
+    "mf": Setting(ModelSpec(embedding_dim=32, embedding_init_std=0.1), learning_rate=1000.0,
+                  personal_learning_rate=10.0, positives_per_step=51),
+    # One step size for the whole shared part: 30 and above diverge the network, 10 (the best
+    # of the grid) leaves the item tables slow (docs/reproducing.md).
     "ncf": Setting(ModelSpec(hidden_sizes=(32, 16), embedding_dim=32, embedding_init_std=0.1),
-                   learning_rate=20.0, personal_learning_rate=0.5, positives_per_step=51),
+                   learning_rate=10.0, personal_learning_rate=1.0, positives_per_step=51),
 }
 
 

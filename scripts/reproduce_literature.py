@@ -2,7 +2,7 @@
 leak-free and the published training-negative protocol; prints JSON.
 
   python scripts/reproduce_literature.py [--models pfedrec mf ncf] [--protocols leak_free published]
-                                         [--rounds 100] [--seed 0] [--out results/literature]
+                                         [--rounds 100] [--seed 0] [--out runs/literature]
 
 Every client trains in every round through the package's `client_update` and `server_round`
 (`pprsf_jax.literature`); the split and the 99 evaluation negatives per held-out item are
@@ -40,14 +40,34 @@ def summary(result: literature.Reproduction) -> dict:
           "first_round_seconds": result.per_round[0]["seconds"]}
 
 
+# PFedRec's own code under each pool (`scripts/pfedrec_reference.py`), drawn beside ours.
+REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def reference_curve(protocol: str) -> list[dict]:
+  path = REFERENCE / f"pfedrec_own_code_{protocol}.jsonl"
+  if not path.exists():
+    return []
+  records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [r for r in records if "round" in r and not r.get("summary")]
+
+
 def plot(results: list[literature.Reproduction], path: pathlib.Path) -> None:
-  figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+  figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+  colours = {model: f"C{index}" for index, model in enumerate(literature.SETTINGS)}
   for axis, view in zip(axes, ("global", "own")):
     for result in results:
       style = "-" if result.protocol == "leak_free" else ":"
       axis.plot([r["round"] for r in result.per_round],
                 [r[f"{view}_test_hr10"] for r in result.per_round], style,
-                label=f"{result.model} ({result.protocol})")
+                color=colours[result.model], label=f"{result.model} ({result.protocol})")
+    if view == "own":  # PFedRec evaluates each client's own model
+      for protocol in sorted({result.protocol for result in results}):
+        curve = reference_curve(protocol)
+        if curve:
+          axis.plot([r["round"] + 1 for r in curve], [r["test_hr10"] for r in curve],
+                    "-" if protocol == "leak_free" else ":", color="black", linewidth=1,
+                    label=f"PFedRec's own code ({protocol})")
     axis.set_title({"global": "aggregated Θ + personal state",
                     "own": "each client's own model after local training"}[view])
     axis.set_xlabel("round")

@@ -260,7 +260,7 @@ SLOW_FILES = (
     "test_checkpoint.py", "test_sharding.py", "test_privacy_boundary_end_to_end.py",
     "test_dp.py", "test_determinism.py", "test_faults.py", "test_decoys.py", "test_layers.py",
     "test_recall_models.py", "test_aggregation.py", "test_protocols.py",
-    "test_pipeline_stages.py",
+    "test_pipeline_stages.py", "test_ranking_models.py", "test_literature.py",
 )
 
 
