@@ -563,7 +563,7 @@ def explain(rows: list, roofline: dict, profile: dict | None, load: tuple) -> li
   notes = []
   wanted = profile["clients"] if profile else 1000
   row = next((r for r in rows if r["clients"] == wanted), rows[-1])
-  engine, loop = row["vmapped"], row["loop"]
+  engine = row["vmapped"]
   fraction = engine["gflops"] / roofline["gflops"]
   notes.append(
       f"C={row['clients']}: vmapped round {engine['gflops']:.1f} GFLOP/s = {fraction:.0%} of the "

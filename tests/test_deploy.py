@@ -17,7 +17,7 @@ from pprsf_jax import pipeline
 from pprsf_jax.aggregation import init_server_state, make_algorithm
 from pprsf_jax.config import ConfigError, apply_overrides
 from pprsf_jax.deploy import coordinator, device, local_data
-from pprsf_jax.ranking import make_item_table
+from pprsf_jax.ranking import init_personal_states, make_item_table
 from pprsf_jax.types import Interactions
 
 
@@ -71,6 +71,47 @@ def test_devices_and_coordinator_reach_the_simulators_theta(deploy_config, deplo
     assert outcome.accepted.all() and not outcome.refused
     server = outcome.server
   assert max_difference(server.params, reference.params) <= 1e-6
+
+
+def test_devices_keep_their_personal_state_and_reach_the_simulators_model(deploy_config,
+                                                                          deploy_devices):
+  """FedMF deployed: each device keeps its user embedding from round to round (never sent);
+  Θ and every device's embedding end where the simulator's do."""
+  config = apply_overrides(deploy_config, ["ranking.model=mf", "ranking.embedding_dim=4",
+                                          "ranking.personal_learning_rate=1.0"])
+  setup = coordinator.prepare(config, local_data.server_part(config))
+  data = local_data.load_federation(config)
+  examples = pipeline.training_examples(setup.recall, data.public, data.private, config.recall)
+  width = deploy_devices[0][0].user_features.size
+  dims = pipeline.model_dims(width, setup.item_table)
+  theta0 = coordinator.initial_theta(setup, width)
+  personal_key = pipeline.stream_key(config.seed, "personal")
+  reference = pipeline.train_federated(
+      theta0, init_personal_states(setup.local.task, dims, personal_key, len(deploy_devices)),
+      examples, setup.item_table, config, setup.local)
+  algorithm = make_algorithm(config.federated, setup.public.num_users)
+  states = [device.initial_state(theta0, local=setup.local, algorithm=algorithm, dims=dims,
+                                 seed_key=personal_key, client_id=user)
+            for user in range(len(deploy_devices))]
+  server = init_server_state(setup.algorithm, theta0)
+  for round_index, cohort in enumerate(setup.schedule):
+    received = []
+    for user in map(int, cohort):
+      own, catalogue = deploy_devices[user]
+      examples_of_user = device.device_examples(own, coordinator.training_lists(setup, user),
+                                                catalogue.genres)
+      reply, states[user] = device.train_on_device(
+          server.params, examples_of_user, make_item_table(catalogue),
+          seed_key=pipeline.stream_key(config.seed, "clients"), round_index=round_index,
+          client_id=user, local=setup.local, algorithm=algorithm, state=states[user])
+      received.append(coordinator.Received(user, reply.delta, reply.num_bytes, None))
+    server = coordinator.aggregate(setup, server, received, round_index).server
+  assert max_difference(server.params, reference.params) <= 1e-5
+  for user, state in enumerate(states):
+    want = jax.tree.map(lambda leaf, u=user: leaf[u], reference.clients.personal)
+    assert max_difference(state.personal, want) <= 1e-5
+  assert max_difference(states[0].personal, init_personal_states(
+      setup.local.task, dims, personal_key, 1)) > 1e-3  # the embeddings did train
 
 
 def test_on_device_ranking_matches_the_simulators(deploy_config, deploy_setup, deploy_devices,
