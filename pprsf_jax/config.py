@@ -164,7 +164,9 @@ class DataConfig:
   prefix: str = ""  # RecBole files <prefix>.inter, .user, .item in the folder ("": its only ones)
   private_share: float = 0.2  # share of each user's interactions kept private on the device
   # "random": per user at random, valid_share / test_share (RecBole's 8:1:1 by default);
-  # "leave_one_out": per user by time, the latest interaction tests, the one before validates.
+  # "leave_one_out": per user by time, the latest interaction tests, the one before validates;
+  # "pfedrec_loo": PFedRec's own leave-one-out split of ML-100K and its 99 evaluation negatives
+  # per held-out item (pprsf_jax.data.loo_protocol; needs eval.sampled_negatives=99).
   split: str = "random"
   valid_share: float = 0.1  # random split: validation share
   test_share: float = 0.1  # random split: test share
@@ -184,8 +186,11 @@ class DataConfig:
     _check(self.prefix == "" or self.source != "synthetic", "data.prefix",
            'empty with data.source="synthetic" (no files are read)', self.prefix)
     _check_real(self.private_share, "data.private_share", 0, 1, high_open=True)
-    _check_choice(self.split, "data.split", ("random", "leave_one_out"),
-                  '"random" or "leave_one_out"')
+    _check_choice(self.split, "data.split", LEAVE_ONE_OUT_SPLITS + ("random",),
+                  '"random", "leave_one_out" or "pfedrec_loo"')
+    _check(self.split != "pfedrec_loo" or self.feedback == "implicit", "data.feedback",
+           '"implicit" with data.split="pfedrec_loo" (PFedRec keeps every rating)',
+           self.feedback)
     _check_real(self.valid_share, "data.valid_share", 0, 0.5, low_open=True, high_open=True)
     _check_real(self.test_share, "data.test_share", 0, 0.5, low_open=True, high_open=True)
     _check(
@@ -266,6 +271,8 @@ class RecallConfig:
 
 
 RANKING_LOSSES = ("bce", "softmax")
+# The splits that hold out one interaction per user and period (the sampled protocol needs one).
+LEAVE_ONE_OUT_SPLITS = ("leave_one_out", "pfedrec_loo")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -595,9 +602,12 @@ class RunConfig:
         self.eval.top_k,
     )
     sampled = self.eval.sampled_negatives > 0
-    _check(not sampled or self.data.split == "leave_one_out", "data.split",
-           '"leave_one_out" when eval.sampled_negatives > 0 (one held-out item per user)',
-           self.data.split)
+    _check(not sampled or self.data.split in LEAVE_ONE_OUT_SPLITS, "data.split",
+           '"leave_one_out" or "pfedrec_loo" when eval.sampled_negatives > 0 (one held-out '
+           "item per user)", self.data.split)
+    _check(self.data.split != "pfedrec_loo" or self.eval.sampled_negatives == 99,
+           "eval.sampled_negatives", '99 with data.split="pfedrec_loo" (PFedRec\'s negatives)',
+           self.eval.sampled_negatives)
     _check(not sampled or self.eval.sampled_negatives + 1 > self.ranking.top_t,
            "eval.sampled_negatives",
            f"0 or > ranking.top_t - 1 ({self.ranking.top_t - 1}): the sampled list is what "

@@ -208,9 +208,9 @@ def _periods(job: _Job, data: FederatedDataset, everything: Interactions) -> Non
     return
   split = job.config.data
   busiest = int(counts.max(initial=0))
-  if split.split == "leave_one_out":
+  if split.split in ("leave_one_out", "pfedrec_loo"):
     needed, period = (2, "test") if not test_users else (3, "validation")
-    job.fail(f'data.split="leave_one_out" is invalid for this data: no user has a {period} '
+    job.fail(f'data.split="{split.split}" is invalid for this data: no user has a {period} '
              f"interaction ({job.where}): a user needs {needed} interactions for one (the "
              f"latest tests, the one before validates, one trains) and the most active has "
              f'{busiest}; allowed "random", or data with users of >= {needed} interactions')

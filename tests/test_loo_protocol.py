@@ -193,3 +193,35 @@ def test_read_pfedrec_ratings(tmp_path):
   path.write_text("1,55,5\n")
   with pytest.raises(ValueError, match="4 comma-separated"):
     loo.read_pfedrec_ratings(path)
+
+
+def test_the_pipeline_split_is_pfedrecs_on_the_tables_own_rows_and_ids():
+  """data.split="pfedrec_loo": PFedRec's held-out rows and its evaluation lists, mapped onto the
+  tables through the raw ids, are what the dataset holds out and what every method ranks."""
+  from pprsf_jax.config import (  # pylint: disable=import-outside-toplevel
+      ConfigError, DataConfig, EvalConfig, RunConfig, SyntheticConfig)
+  from pprsf_jax.data.dataset import build_dataset  # pylint: disable=import-outside-toplevel
+  from pprsf_jax.data.synthetic import generate_synthetic  # pylint: disable=import-outside-toplevel
+  # Enough users that nearly every item occurs: PFedRec draws 2 x 99 negatives per user.
+  synthetic = SyntheticConfig(num_users=300, num_items=240, interactions_per_user=10)
+  tables = generate_synthetic(synthetic, 0)
+  protocol = loo.pfedrec_protocol(tables)
+  split = loo.pfedrec_split_from_tables(tables)
+  users, items = tables.user_ids, tables.item_ids
+  assert protocol.test.sum() == protocol.valid.sum() == split.num_users
+  for period, rows in ((2, protocol.test), (1, protocol.valid)):
+    lists = protocol.lists[period]
+    np.testing.assert_array_equal(lists[users[rows], 0], items[rows])  # held-out item first
+    rated = np.zeros((lists.shape[0], len(tables.item_raw_ids)), bool)
+    rated[users, items] = True
+    assert not np.take_along_axis(rated, lists[:, 1:], axis=1).any()  # negatives never rated
+    assert lists.shape[1] == 100
+  config = DataConfig(source="synthetic", synthetic=synthetic, split="pfedrec_loo")
+  data = build_dataset(tables, config, seed=0)
+  test = data.test.interactions
+  np.testing.assert_array_equal(np.sort(test.user * 1000 + test.item),
+                                np.sort(users[protocol.test] * 1000 + items[protocol.test]))
+  with pytest.raises(ConfigError, match="eval.sampled_negatives"):
+    RunConfig(data=config, eval=EvalConfig(sampled_negatives=20))
+  with pytest.raises(ConfigError, match="data.feedback"):
+    DataConfig(split="pfedrec_loo", feedback="threshold")

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pprsf_jax.config import DataConfig
+from pprsf_jax.data.loo_protocol import pfedrec_protocol
 from pprsf_jax.data.tables import MovieLensTables
 from pprsf_jax.types import Interactions, ItemCatalogue, Period, PrivateData, PublicData
 
@@ -217,8 +218,8 @@ def evaluation_summary(user: np.ndarray, test: np.ndarray, valid: np.ndarray, nu
   the rule. They still train, but the metrics of that period leave them out."""
   without_test = num_users - np.unique(user[test]).size
   without_valid = num_users - np.unique(user[valid]).size
-  if config.split == "leave_one_out":
-    rule = ('data.split="leave_one_out" needs at least 2 interactions for a test row, 3 for a '
+  if config.split in ("leave_one_out", "pfedrec_loo"):
+    rule = (f'data.split="{config.split}" needs at least 2 interactions for a test row, 3 for a '
             "validation row")
   else:
     fewest = _fewest_for_a_row(config.test_share)
@@ -238,6 +239,9 @@ def draw_partition(tables: MovieLensTables, config: DataConfig, seed: int) -> Pa
   every = np.ones(user.shape, bool)
   if config.split == "leave_one_out":
     test, valid = _latest_two(user, tables.timestamps)
+  elif config.split == "pfedrec_loo":
+    protocol = pfedrec_protocol(tables)
+    test, valid = protocol.test, protocol.valid
   else:
     test = _per_user_quota(user, every, config.test_share, rng)
     share_of_rest = config.valid_share / (1.0 - config.test_share)

@@ -70,6 +70,8 @@ class LeaveOneOutSplit(NamedTuple):
     num_items: M, the items that occur in the ratings.
     raw_user: [N] int64 the raw (file) user id of each user id.
     raw_item: [M] int64 the raw (file) item id of each item id.
+    val_row: [N] int64 the row (of the ratings given) of each user's validation interaction.
+    test_row: [N] int64 the row of each user's test interaction.
   """
 
   train_user: np.ndarray
@@ -82,6 +84,8 @@ class LeaveOneOutSplit(NamedTuple):
   num_items: int
   raw_user: np.ndarray
   raw_item: np.ndarray
+  val_row: np.ndarray
+  test_row: np.ndarray
 
 
 _SMALL_QUICKSORT = 15
@@ -296,7 +300,17 @@ def build_leave_one_out(
       val_item=iid[val_rows], test_item=iid[test_rows],
       val_negatives=negatives[:, :num_negatives], test_negatives=negatives[:, num_negatives:],
       num_users=int(num_users), num_items=int(num_items),
-      raw_user=raw_user, raw_item=raw_item)
+      raw_user=raw_user, raw_item=raw_item, val_row=val_rows.astype(np.int64),
+      test_row=test_rows.astype(np.int64))
+
+
+def _split_and_order(tables, seed: int) -> tuple[LeaveOneOutSplit, np.ndarray]:
+  """PFedRec's split of `tables`, and the permutation taking the tables' rows to PFedRec's."""
+  raw_user = np.asarray(tables.user_raw_ids, dtype=np.int64)[tables.user_ids]
+  raw_item = np.asarray(tables.item_raw_ids, dtype=np.int64)[tables.item_ids]
+  order = pfedrec_row_order(raw_user)
+  return build_leave_one_out(raw_user[order], raw_item[order], tables.ratings[order],
+                             np.asarray(tables.timestamps)[order], seed=seed), order
 
 
 def pfedrec_split_from_tables(tables, *, seed: int = PFEDREC_SEED) -> LeaveOneOutSplit:
@@ -305,11 +319,46 @@ def pfedrec_split_from_tables(tables, *, seed: int = PFEDREC_SEED) -> LeaveOneOu
   Our tables keep the ratings in ``u.data`` order (RecBole's ``ml-100k.inter`` is ``u.data`` with
   a header); `pfedrec_row_order` puts them in PFedRec's order before `build_leave_one_out`.
   """
-  raw_user = np.asarray(tables.user_raw_ids, dtype=np.int64)[tables.user_ids]
-  raw_item = np.asarray(tables.item_raw_ids, dtype=np.int64)[tables.item_ids]
-  order = pfedrec_row_order(raw_user)
-  return build_leave_one_out(raw_user[order], raw_item[order], tables.ratings[order],
-                             np.asarray(tables.timestamps)[order], seed=seed)
+  return _split_and_order(tables, seed)[0]
+
+
+class TablesProtocol(NamedTuple):
+  """PFedRec's split and evaluation lists in the tables' own rows and ids (the pipeline's
+  `data.split="pfedrec_loo"`)."""
+
+  test: np.ndarray  # [R] bool the tables' rows that are a user's test interaction
+  valid: np.ndarray  # [R] bool ... its validation interaction
+  # {1: validation, 2: test} -> [N, 1 + 99] int32 per user (the tables' user order): its
+  # held-out item, then its 99 evaluation negatives (the tables' item ids)
+  lists: dict[int, np.ndarray]
+
+
+def pfedrec_protocol(tables, *, seed: int = PFEDREC_SEED) -> TablesProtocol:
+  """PFedRec's held-out rows and evaluation lists, mapped onto `tables` through the raw ids."""
+  split, order = _split_and_order(tables, seed)
+  rows = tables.user_ids.size
+  test, valid = np.zeros(rows, bool), np.zeros(rows, bool)
+  test[order[split.test_row]] = True
+  valid[order[split.val_row]] = True
+  ours = lambda raw_ids, wanted: _index_of(np.asarray(raw_ids, dtype=np.int64), wanted)
+  user = ours(tables.user_raw_ids, split.raw_user)  # [N] the tables' user of each PFedRec user
+  item = ours(tables.item_raw_ids, split.raw_item)  # [M] the tables' item of each PFedRec item
+  lists = {}
+  for period, held_out, negatives in ((1, split.val_item, split.val_negatives),
+                                      (2, split.test_item, split.test_negatives)):
+    period_lists = np.full((len(tables.user_raw_ids), 1 + negatives.shape[1]), -1, np.int32)
+    period_lists[user] = item[np.concatenate([held_out[:, None], negatives], axis=1)]
+    lists[period] = period_lists
+  return TablesProtocol(test=test, valid=valid, lists=lists)
+
+
+def _index_of(raw_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+  """The position in `raw_ids` of each of `wanted` (every one must be there)."""
+  by_raw = np.argsort(raw_ids, kind="stable")
+  found = by_raw[np.searchsorted(raw_ids, wanted, sorter=by_raw).clip(0, raw_ids.size - 1)]
+  if not np.array_equal(raw_ids[found], wanted):
+    raise ValueError("PFedRec's split names ids the tables do not hold")
+  return found
 
 
 def read_pfedrec_ratings(path: str | Path) -> tuple[np.ndarray, ...]:

@@ -22,6 +22,7 @@ from pprsf_jax import config as config_lib
 from pprsf_jax import preflight
 from pprsf_jax.config import RunConfig
 from pprsf_jax.data.dataset import AGE_BUCKET_EDGES, FederatedDataset, Partition, build_dataset
+from pprsf_jax.data.loo_protocol import pfedrec_protocol
 from pprsf_jax.data.movielens import MovieLensTables
 from pprsf_jax.metrics import (beyond_accuracy, compare_per_user, evaluate_lists, hit_matrix,
                                per_user_metrics)
@@ -229,7 +230,7 @@ def serve(config: RunConfig, loaded: Loaded, models: RecallModels, training: Tra
   public, private = loaded.data.public, loaded.data.private
   ranking = _Models(models, training.item_table, training.local,
                     (federated.params, federated.clients.personal), trained,
-                    _sampled_items(config, loaded.data))
+                    _sampled_items(config, loaded))
   valid = _serve_period(config, loaded, ranking, public.history, private.history, 1,
                         server_view=server_view)
   service = serve_period(valid.lists[PPRSF], loaded.data.valid, public.num_items)
@@ -239,11 +240,15 @@ def serve(config: RunConfig, loaded: Loaded, models: RecallModels, training: Tra
   return Serving(valid, service, test)
 
 
-def _sampled_items(config: RunConfig, data: FederatedDataset) -> dict[int, np.ndarray] | None:
-  """The sampled protocol fixes each period's item set (held-out items + negatives)."""
+def _sampled_items(config: RunConfig, loaded: Loaded) -> dict[int, np.ndarray] | None:
+  """The sampled protocol fixes each period's item set (held-out items + negatives): PFedRec's
+  own lists under `data.split="pfedrec_loo"`, else drawn here."""
   sampled = config.eval.sampled_negatives
   if not sampled:
     return None
+  if config.data.split == "pfedrec_loo":
+    return pfedrec_protocol(loaded.tables).lists
+  data = loaded.data
   public, private = data.public, data.private
   everything_ever = (public.history + private.history + data.valid.interactions
                      + data.test.interactions)
