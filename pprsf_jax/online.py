@@ -137,7 +137,8 @@ def run_day(timeline: Timeline, day: int, model: tuple[Any, Any], config: RunCon
                                       local, server_view=server_view)
   theta = training.params
   personal = jax.tree.map(np.array, personal)  # yesterday's states stay as they were
-  for table, trained in zip(jax.tree.leaves(personal), jax.tree.leaves(training.clients.personal)):
+  for table, trained in zip(jax.tree.leaves(personal),
+                            jax.tree.leaves(training.clients.personal)):
     table[present] = trained
   lap("federated_training")
 

@@ -86,3 +86,28 @@ def test_a_short_run_learns_and_repeats_itself(split, model):
   assert first.per_round[-1]["loss"] < first.per_round[0]["loss"]
   for view in ("global", "own"):
     assert 0 <= first.selected[view]["test_hr10"] <= 1
+
+
+def test_the_run_loop_trains_a_task_of_another_example_layout(split):
+  """`train_federated` (cohorts, checkpoints, DP, faults) runs the sampled-negatives task on its
+  own example layout: nothing in the loop or the round names the candidate examples."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from pprsf_jax import pipeline  # pylint: disable=import-outside-toplevel
+  from pprsf_jax.config import FederatedConfig, RunConfig  # pylint: disable=import-outside-toplevel
+  from pprsf_jax.ranking import ModelDims, init_personal_states  # pylint: disable=import-outside-toplevel
+  setting = literature.SETTINGS["mf"]._replace(positives_per_step=4, learning_rate=2.0,
+                                               personal_learning_rate=0.2)
+  local = literature.local_training(setting, "mf")
+  clients = client_interactions(split.train_user, split.train_item,
+                                literature.excluded_items(split, "leak_free"))
+  dims = ModelDims(num_features=0, num_items=split.num_items)
+  config = RunConfig(checkpoint_every=0, federated=FederatedConfig(
+      rounds=3, clients_per_round=5, weighting="uniform", server_learning_rate=1.0))
+  config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, every_rounds=0))
+  personal0 = init_personal_states(local.task, dims, jax.random.key(1), split.num_users)
+  before = personal0["user"].copy()
+  training = pipeline.train_federated(local.task.init_shared(jax.random.key(0), dims), personal0,
+                                      clients, (), config, local)
+  assert len(training.losses) == 3 and training.rejected == 0
+  assert np.abs(training.clients.personal["user"] - before).max() > 0  # the clients trained
+  np.testing.assert_array_equal(personal0["user"], before)  # the caller's states are copied

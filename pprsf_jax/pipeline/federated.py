@@ -19,7 +19,7 @@ from pprsf_jax.privacy import plan_privacy, privacy_report, private_algorithm
 from pprsf_jax.privacy.central_dp import current_clip_norm
 from pprsf_jax.privacy.secure_round import config_for_cohort
 from pprsf_jax.privacy.server_view import IGNORED
-from pprsf_jax.ranking import (ClientExamples, DeviceState, LocalTraining, gather_client_states,
+from pprsf_jax.ranking import (DeviceState, LocalTraining, gather_client_states,
                                init_device_states, make_round, scatter_client_states)
 from pprsf_jax.ranking import sharding
 from pprsf_jax.ranking.attacks import Attack, choose_attackers
@@ -95,7 +95,7 @@ def _round_record(metrics, clip_norm: float) -> dict[str, float]:
           "curve": float("nan")}
 
 
-def train_federated(theta0, personal0, examples: ClientExamples | CohortSource, public,
+def train_federated(theta0, personal0, examples: Any | CohortSource, public,
                     config: RunConfig, local: LocalTraining, *,
                     attackers: np.ndarray | None = None,
                     checkpoints: pathlib.Path | None = None,
@@ -123,7 +123,8 @@ def train_federated(theta0, personal0, examples: ClientExamples | CohortSource, 
   within float tolerance (sums over clients run in another order).
   """
   fed = config.federated
-  source = StackedCohorts(examples) if isinstance(examples, ClientExamples) else examples
+  # Any task's examples stacked [N, ...], or a source that builds each cohort's.
+  source = examples if hasattr(examples, "cohort") else StackedCohorts(examples)
   num_clients = source.num_clients
   # Cohorts depend on (seed, round) only: a resumed run samples the same clients, and the DP
   # plan may count participations before any training.
