@@ -88,7 +88,8 @@ def test_meaning_and_default_come_from_the_source():
   # Comment lines above a field are joined, in order.
   split = BY_PATH["data.split"].meaning
   assert split.startswith('"random": per user at random') and split.endswith(
-      "the one before validates.")
+      "(pprsf_jax.data.loo_protocol; needs eval.sampled_negatives=99).")
+  assert '"leave_one_out": per user by time' in split
   assert BY_PATH["ranking.hidden_sizes"].default == "(64, 32)"
   assert BY_PATH["ranking.hidden_sizes"].type == "tuple[int, ...]"
   assert BY_PATH["privacy.audit"].default == "false"
