@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from pprsf_jax import pipeline
 from pprsf_jax.config import ConfigError, RerankConfig, RunConfig, apply_overrides
 from pprsf_jax.data.tables import GENRES
-from pprsf_jax.rerank import (STRATEGIES, RerankContext, cold_start, compose, evaluation_grid,
+from pprsf_jax.rerank import (STRATEGIES, RerankContext, compose, evaluation_grid,
                               fairness, freshness, head_items, make_reranker, new_items,
                               popularity, rules)
 from pprsf_jax.types import Interactions, ItemCatalogue, PublicData, TopTRequest

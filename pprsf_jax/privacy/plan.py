@@ -9,7 +9,6 @@ stage in place, and `privacy_report` states what the run spent.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
