@@ -34,7 +34,7 @@ from pprsf_jax.metrics.sampled import held_out_metrics
 from pprsf_jax.ranking import (DeviceState, LocalTraining, ModelDims, ModelSpec, build_model,
                                client_key, client_update, init_device_states,
                                init_personal_states)
-from pprsf_jax.ranking.federated import SERVER_STREAM, server_round
+from pprsf_jax.ranking.federated import SERVER_STREAM, next_client_states, server_round
 from pprsf_jax.ranking.sampled_task import (ClientInteractions, RankedLists, client_interactions,
                                             sampled_negatives_task)
 
@@ -124,10 +124,7 @@ def _aggregate_and_score(server, states: DeviceState, uploads, proposed, metrics
   server, accepted = server_round(server, uploads, arrived, algorithm=algorithm,
                                   max_update_norm=0.0,
                                   key=client_key(seed_key, round_index, SERVER_STREAM))
-  keep = lambda flags, new, old: jax.tree.map(
-      lambda n, o: jnp.where(flags.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
-  states = DeviceState(keep(accepted, proposed.algorithm, states.algorithm),
-                       keep(arrived, proposed.personal, states.personal))
+  states = next_client_states(states, proposed, accepted=accepted, arrived=arrived)
   score = local.task.score
   scores = {}
   for name, lists in (("valid", valid), ("test", test)):

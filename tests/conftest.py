@@ -38,12 +38,13 @@ import pytest
 
 from pprsf_jax import pipeline
 from pprsf_jax.cli import load_config
-from pprsf_jax.config import DataConfig, RecallConfig, SyntheticConfig
+from pprsf_jax.config import DataConfig, RecallConfig, SyntheticConfig, apply_overrides
 from pprsf_jax.data.dataset import FederatedDataset, build_dataset
 from pprsf_jax.data.synthetic import generate_synthetic
 from pprsf_jax.deploy import coordinator, local_data
 from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, ModelDims, ModelSpec,
-                               build_model, candidate_training, make_item_table)
+                               build_model, candidate_training, init_personal_states,
+                               make_item_table)
 from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.types import Candidates, Interactions
 
@@ -250,6 +251,28 @@ def deploy_simulated(deploy_config, deploy_setup, deploy_devices):
   theta0 = coordinator.initial_theta(deploy_setup, deploy_devices[0][0].user_features.size)
   return examples, pipeline.train_federated(theta0, (), examples, deploy_setup.item_table,
                                             deploy_config, deploy_setup.local)
+
+
+# FedMF deployed: a model with personal state (each device's user embedding).
+DEPLOY_MF_OVERRIDES = ("ranking.model=mf", "ranking.embedding_dim=4",
+                       "ranking.personal_learning_rate=1.0")
+
+
+@pytest.fixture(scope="session")
+def deploy_mf(deploy_config):
+  """FedMF on the tiny federation: (config, server setup, the simulator's FederatedTraining)."""
+  config = apply_overrides(deploy_config, list(DEPLOY_MF_OVERRIDES))
+  setup = coordinator.prepare(config, local_data.server_part(config))
+  data = local_data.load_federation(config)
+  examples = pipeline.training_examples(setup.recall, data.public, data.private, config.recall)
+  width = data.private.user_features.shape[1]
+  dims = pipeline.model_dims(width, setup.item_table)
+  personal0 = init_personal_states(setup.local.task, dims,
+                                   pipeline.stream_key(config.seed, "personal"),
+                                   data.public.num_users)
+  return config, setup, pipeline.train_federated(
+      coordinator.initial_theta(setup, width), personal0, examples, setup.item_table, config,
+      setup.local)
 
 
 # ------------------------------------------------------------------------------ the run's order

@@ -73,22 +73,15 @@ def test_devices_and_coordinator_reach_the_simulators_theta(deploy_config, deplo
   assert max_difference(server.params, reference.params) <= 1e-6
 
 
-def test_devices_keep_their_personal_state_and_reach_the_simulators_model(deploy_config,
-                                                                          deploy_devices):
+def test_devices_keep_their_personal_state_and_reach_the_simulators_model(deploy_devices,
+                                                                          deploy_mf):
   """FedMF deployed: each device keeps its user embedding from round to round (never sent);
   Θ and every device's embedding end where the simulator's do."""
-  config = apply_overrides(deploy_config, ["ranking.model=mf", "ranking.embedding_dim=4",
-                                          "ranking.personal_learning_rate=1.0"])
-  setup = coordinator.prepare(config, local_data.server_part(config))
-  data = local_data.load_federation(config)
-  examples = pipeline.training_examples(setup.recall, data.public, data.private, config.recall)
+  config, setup, reference = deploy_mf
   width = deploy_devices[0][0].user_features.size
   dims = pipeline.model_dims(width, setup.item_table)
   theta0 = coordinator.initial_theta(setup, width)
   personal_key = pipeline.stream_key(config.seed, "personal")
-  reference = pipeline.train_federated(
-      theta0, init_personal_states(setup.local.task, dims, personal_key, len(deploy_devices)),
-      examples, setup.item_table, config, setup.local)
   algorithm = make_algorithm(config.federated, setup.public.num_users)
   states = [device.initial_state(theta0, local=setup.local, algorithm=algorithm, dims=dims,
                                  seed_key=personal_key, client_id=user)

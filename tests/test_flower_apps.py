@@ -26,10 +26,8 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from pprsf_jax import pipeline  # noqa: E402
 from pprsf_jax.config import apply_overrides  # noqa: E402
-from pprsf_jax.deploy import (coordinator, flower_client, flower_server,  # noqa: E402
-                              local_data, wire)
-from pprsf_jax.ranking import init_personal_states  # noqa: E402
-from conftest import DEPLOY_CONFIG_FILE  # noqa: E402
+from pprsf_jax.deploy import coordinator, flower_client, flower_server, wire  # noqa: E402
+from conftest import DEPLOY_CONFIG_FILE, DEPLOY_MF_OVERRIDES  # noqa: E402
 from test_deploy import max_difference  # noqa: E402
 
 
@@ -207,23 +205,13 @@ def test_local_dp_plan_reaches_the_devices(tmp_path, deploy_config, deploy_setup
 
 
 def test_flower_devices_keep_their_personal_state_between_rounds(tmp_path, deploy_config,
-                                                                 deploy_setup):
+                                                                 deploy_mf):
   """FedMF through the Flower apps: each device keeps its user embedding in its node's context
   state (never in a reply), so Θ after three rounds is the simulator's, and so is every
   device's embedding."""
-  overrides = "ranking.model=mf ranking.embedding_dim=4 ranking.personal_learning_rate=1.0"
-  theta, _, grid = run_flower_apps(tmp_path, deploy_config, overrides=overrides)
-  config = apply_overrides(deploy_config, overrides.split())
-  setup = coordinator.prepare(config, local_data.server_part(config))
-  data = local_data.load_federation(config)
-  examples = pipeline.training_examples(setup.recall, data.public, data.private, config.recall)
-  width = data.private.user_features.shape[1]
-  dims = pipeline.model_dims(width, setup.item_table)
-  reference = pipeline.train_federated(
-      coordinator.initial_theta(setup, width),
-      init_personal_states(setup.local.task, dims, pipeline.stream_key(config.seed, "personal"),
-                           data.public.num_users),
-      examples, setup.item_table, config, setup.local)
+  theta, _, grid = run_flower_apps(tmp_path, deploy_config,
+                                   overrides=" ".join(DEPLOY_MF_OVERRIDES))
+  _, _, reference = deploy_mf
   want = _as_flat(reference.params)
   assert theta.keys() == want.keys()
   for name in want:

@@ -13,7 +13,7 @@ from pprsf_jax.pipeline.server import Recall, RecallModels, candidates_for
 from pprsf_jax.privacy.decoys import drop_decoys, pad_request
 from pprsf_jax.privacy.server_view import IGNORED
 from pprsf_jax.ranking import (ClientExamples, ItemTable, LocalTraining, ModelDims, ModelSpec,
-                               build_model, candidate_task, num_features, rank_candidates)
+                               build_model, candidate_training, num_features, rank_candidates)
 from pprsf_jax.ranking.examples import build_examples, stack_lists
 from pprsf_jax.types import Candidates, Interactions, PrivateData, PublicData, TopTRequest
 
@@ -56,9 +56,9 @@ def local_training(config: RunConfig) -> LocalTraining:
       hidden_sizes=ranking.hidden_sizes, embedding_dim=ranking.embedding_dim,
       cross_layers=ranking.cross_layers, embedding_init_std=ranking.embedding_init_std))
   per_step = ranking.batch_size if ranking.loss == "bce" else ranking.lists_per_step
-  return LocalTraining(task=candidate_task(model, ranking.loss, per_step),
-                       epochs=ranking.local_epochs, learning_rate=ranking.learning_rate,
-                       personal_learning_rate=ranking.personal_learning_rate or None)
+  return candidate_training(model, loss=ranking.loss, units_per_step=per_step,
+                            epochs=ranking.local_epochs, learning_rate=ranking.learning_rate,
+                            personal_learning_rate=ranking.personal_learning_rate or None)
 
 
 def model_dims(num_user_features: int, item_table: ItemTable) -> ModelDims:

@@ -39,6 +39,12 @@ def candidate_inputs(examples: ClientExamples, item_table: ItemTable) -> Candida
                          features=client_features(examples, item_table))
 
 
+def declared_slots(items: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`ClientTask.declared_units` when every real slot is a unit: (slots, the same count)."""
+  real = jnp.sum(items >= 0)
+  return real.astype(jnp.float32), real
+
+
 def bce_per_row(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.sigmoid_binary_cross_entropy(logits, labels)
 
@@ -89,9 +95,10 @@ def candidate_task(model: RankingModel, loss: str, units_per_step: int) -> Clien
     return model.logits(shared, personal, candidate_inputs(examples, item_table))
 
   def declared_units(items: jax.Array) -> tuple[jax.Array, jax.Array]:
+    if rows:
+      return declared_slots(items)
     real = items >= 0
-    count = jnp.sum(real) if rows else jnp.sum(jnp.any(real, axis=-1))
-    return jnp.sum(real).astype(jnp.float32), count
+    return jnp.sum(real).astype(jnp.float32), jnp.sum(jnp.any(real, axis=-1))
 
   return ClientTask(init_shared=model.init_shared, init_personal=model.init_personal,
                     units=units, loss=unit_losses, score=score, declared_units=declared_units,
@@ -99,8 +106,10 @@ def candidate_task(model: RankingModel, loss: str, units_per_step: int) -> Clien
 
 
 def candidate_training(model: RankingModel, *, loss: str = "bce", units_per_step: int = 20,
-                       epochs: int = 2, learning_rate: float = 0.03) -> LocalTraining:
-  """`LocalTraining` of `model` on the candidate task (what `pipeline.local_training` builds
-  from a config), for code that builds its model by hand."""
+                       epochs: int = 2, learning_rate: float = 0.03,
+                       personal_learning_rate: float | None = None) -> LocalTraining:
+  """`LocalTraining` of `model` on the candidate task (`pipeline.local_training` builds it from
+  a config; code that builds its model by hand calls it directly)."""
   return LocalTraining(task=candidate_task(model, loss, units_per_step), epochs=epochs,
-                       learning_rate=learning_rate)
+                       learning_rate=learning_rate,
+                       personal_learning_rate=personal_learning_rate)

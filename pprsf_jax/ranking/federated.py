@@ -63,6 +63,18 @@ def _rows_where(flags, new, old):
       lambda n, o: jnp.where(flags.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
 
 
+def next_client_states(clients: DeviceState, proposed: DeviceState, *, accepted,
+                       arrived) -> DeviceState:
+  """What each client keeps after a round ([C] bool flags).
+
+  Its new algorithm state only if the server took its upload (else both would disagree on what
+  was sent: error feedback would lose it, SCAFFOLD's c would drift from mean c_i). Its personal
+  state is its own: kept whenever it trained and sent.
+  """
+  return DeviceState(_rows_where(accepted, proposed.algorithm, clients.algorithm),
+                     _rows_where(arrived, proposed.personal, clients.personal))
+
+
 def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
                faults: FaultModel = FaultModel(), max_update_norm: float = 0.0,
                attack: Attack = Attack(),
@@ -137,11 +149,7 @@ def make_round(local: LocalTraining, algorithm: FederatedAlgorithm, *,
       server = _step_server(server, algorithm, update, aggregator_state, uploads.extra, mask,
                             accepted)
     mask = accepted.astype(client_mask.dtype)
-    # A client keeps its new algorithm state only if the server took its upload (else both
-    # would disagree on what was sent: error feedback would lose it, SCAFFOLD's c would drift
-    # from mean c_i). Its personal state is its own: kept whenever it trained and sent.
-    clients = DeviceState(_rows_where(accepted, proposed.algorithm, clients.algorithm),
-                          _rows_where(arrived, proposed.personal, clients.personal))
+    clients = next_client_states(clients, proposed, accepted=accepted, arrived=arrived)
     example_weights = uploads.num_examples * mask
     count = lambda flags: jnp.sum(flags).astype(jnp.int32)
     round_metrics = RoundMetrics(

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pprsf_jax.ranking.candidate_task import bce_per_row
+from pprsf_jax.ranking.candidate_task import bce_per_row, declared_slots
 from pprsf_jax.ranking.models.base import CandidateInputs, RankingModel
 from pprsf_jax.ranking.task import ClientTask, TrainingUnits
 
@@ -57,10 +57,6 @@ def labelled_rows_task(model: RankingModel, units_per_step: int) -> ClientTask:
     del public
     return model.logits(shared, personal, inputs(rows))
 
-  def declared_units(items: jax.Array) -> tuple[jax.Array, jax.Array]:
-    real = items >= 0
-    return jnp.sum(real).astype(jnp.float32), jnp.sum(real)
-
   return ClientTask(init_shared=model.init_shared, init_personal=model.init_personal,
-                    units=units, loss=loss, score=score, declared_units=declared_units,
+                    units=units, loss=loss, score=score, declared_units=declared_slots,
                     units_per_step=units_per_step)
